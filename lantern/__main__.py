@@ -1,0 +1,5 @@
+import sys
+
+from lantern.cli.main import main
+
+sys.exit(main())

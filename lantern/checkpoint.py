@@ -1,0 +1,111 @@
+"""Checkpoint files: plain tensors and data only (safe with `weights_only=True`), written
+atomically, and self-describing (model config and tokenizer travel inside each file).
+
+A run directory holds `checkpoint_step_N.pt` (full training state), `best_model.pt` and
+`final_model.pt` (weights, config, tokenizer), plus `config.json`, `tokenizer.json`,
+`model.safetensors` and `training_log.jsonl`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lantern.config import LANTERNConfig
+from lantern.errors import LanternError
+from lantern.fileio import atomic_write
+from lantern.tokenizers import TOKENIZER_FILE, Tokenizer, load_tokenizer, tokenizer_from_json
+
+FORMAT_VERSION = 1
+_STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt$")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({**payload, "format_version": FORMAT_VERSION}, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file safely; a damaged or foreign file gives one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise LanternError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LanternError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
+    if not isinstance(data, dict) or "model_state_dict" not in data:
+        raise LanternError(f"{path} is not a LANTERN checkpoint (no model_state_dict)")
+    return data
+
+
+def step_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in directory.glob("checkpoint_step_*.pt"):
+        match = _STEP_FILE.search(p.name)
+        if match:
+            found.append((int(match.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | Path) -> Path:
+    """The newest full training checkpoint in a run directory (for resuming)."""
+    directory = Path(directory)
+    found = step_checkpoints(directory)
+    if not found:
+        raise LanternError(f"no checkpoint_step_N.pt to resume from in {directory}")
+    return found[-1][1]
+
+
+def model_file(path: str | Path) -> Path:
+    """A checkpoint file, or the best file to generate from in a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("final_model.pt", "best_model.pt"):
+            if (path / name).is_file():
+                return path / name
+        return latest_checkpoint(path)
+    if not path.exists():
+        raise LanternError(f"checkpoint not found: {path}")
+    return path
+
+
+def checkpoint_tokenizer(data: dict[str, Any], path: Path) -> Tokenizer:
+    if "tokenizer" in data:
+        return tokenizer_from_json(data["tokenizer"])
+    beside = path.parent / TOKENIZER_FILE
+    if beside.is_file():
+        return load_tokenizer(beside)
+    raise LanternError(f"{path} holds no tokenizer and there is no {TOKENIZER_FILE} beside it")
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    tokenizer: Tokenizer | None = None,
+) -> tuple[Any, Tokenizer, dict[str, Any]]:
+    """(model in eval mode, its tokenizer, the checkpoint dict) from a file or run directory."""
+    from lantern.models.lantern_model import LANTERNModel
+
+    file = model_file(path)
+    data = load_checkpoint(file)
+    if "config" not in data:
+        raise LanternError(f"{file} holds no model config")
+    config = LANTERNConfig.from_dict(data["config"])
+    tokenizer = tokenizer or checkpoint_tokenizer(data, file)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise LanternError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model in {file} was trained "
+            f"with {config.vocab_size}; they do not belong together"
+        )
+    model = LANTERNModel(config)
+    try:
+        model.load_state_dict(data["model_state_dict"])
+    except RuntimeError as exc:
+        raise LanternError(f"{file}: weights do not match its config ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), tokenizer, data

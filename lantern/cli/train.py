@@ -1,0 +1,94 @@
+"""`lantern train`: argument parsing only; the work is lantern.training.trainer.train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from lantern.config import PRESET_DESCRIPTIONS
+from lantern.training.trainer import TrainConfig, resolve_resume, train
+
+D = TrainConfig()
+
+
+def add_parser(subparsers) -> None:
+    presets = "; ".join(f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (built-in story corpus when no data is given)",
+        description="Train a language model. With no data path it trains on the built-in "
+        "procedural story corpus. Every flag's default is shown in brackets.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,
+    )
+    model = p.add_argument_group("model")
+    model.add_argument("--config", "--preset", dest="config",
+                       help=f"preset [{D.config}]. Presets: {presets}")
+    model.add_argument("--hidden_size", "--d_model", dest="hidden_size", type=int,
+                       help="width [preset]")
+    model.add_argument("--num_heads", "--n_heads", dest="num_heads", type=int,
+                       help="attention heads [preset]")
+    model.add_argument("--num_kv_heads", type=int, help="key/value heads, < num_heads = GQA [preset]")
+    model.add_argument("--num_blocks", "--n_layers", dest="num_blocks", type=int,
+                       help="unique transformer blocks [preset]")
+    model.add_argument("--steps_per_block", type=int,
+                       help="times each block is applied with shared weights [preset]")
+    model.add_argument("--d_ff", "--mlp_hidden_size", dest="mlp_hidden_size", type=int,
+                       help="MLP hidden width [preset, else 4 x width]")
+    model.add_argument("--mlp", choices=("gelu", "swiglu"), help="MLP type [preset]")
+    model.add_argument("--norm", choices=("layernorm", "rmsnorm"), help="norm type [preset]")
+    model.add_argument("--position", choices=("learned", "sinusoidal", "rope"),
+                       help="position encoding [preset]")
+    model.add_argument("--dropout", type=float, help="dropout rate [preset: 0]")
+    model.add_argument("--attention_window", type=int, help="sliding-window size [full attention]")
+    data = p.add_argument_group("data")
+    data.add_argument("--data_path", "--train_data", "--data", dest="data_path",
+                      help="training text (.txt) or token ids (.jsonl) [built-in story corpus]")
+    data.add_argument("--val_data_path", "--val_data", dest="val_data_path",
+                      help=f"validation file [last {D.val_fraction:.0%} of the training data]")
+    data.add_argument("--val_fraction", type=float, help=f"held-out share [{D.val_fraction}]")
+    data.add_argument("--corpus_chars", type=int,
+                      help=f"size of the built-in corpus in characters [{D.corpus_chars}]")
+    data.add_argument("--tokenizer", help=f"char, bpe, or a tokenizer.json file [{D.tokenizer}]")
+    data.add_argument("--vocab_size", type=int,
+                      help="BPE vocabulary size [4096]; a char vocabulary comes from the text")
+    data.add_argument("--seq_length", "--seq_len", dest="seq_length", type=int,
+                      help="training window = model context [preset's context]")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch_size", type=int, help=f"sequences per step [{D.batch_size}]")
+    opt.add_argument("--grad_accum", type=int, help=f"micro-batches per step [{D.grad_accum}]")
+    opt.add_argument("--learning_rate", "--lr", dest="learning_rate", type=float,
+                     help=f"peak learning rate [{D.learning_rate}]")
+    opt.add_argument("--min_lr", type=float, help="final learning rate [learning_rate / 10]")
+    opt.add_argument("--weight_decay", type=float, help=f"AdamW decay [{D.weight_decay}]")
+    opt.add_argument("--max_steps", type=int, help=f"optimizer steps [{D.max_steps}]")
+    opt.add_argument("--epochs", type=float, help="passes over the training tokens (sets max_steps)")
+    opt.add_argument("--warmup_steps", type=int, help=f"linear warmup steps [{D.warmup_steps}]")
+    opt.add_argument("--grad_clip", type=float, help=f"gradient-norm clip, 0 = off [{D.grad_clip}]")
+    opt.add_argument("--seed", type=int, help=f"random seed [{D.seed}]")
+    run = p.add_argument_group("run")
+    run.add_argument("--output_dir", "--save_dir", dest="output_dir",
+                     help=f"checkpoints and logs [{D.output_dir}]")
+    run.add_argument("--eval_interval", type=int, help=f"steps between evals [{D.eval_interval}]")
+    run.add_argument("--eval_batches", type=int, help=f"batches per eval [{D.eval_batches}]")
+    run.add_argument("--save_interval", type=int, help=f"steps between checkpoints [{D.save_interval}]")
+    run.add_argument("--log_interval", type=int, help=f"steps between log lines [{D.log_interval}]")
+    run.add_argument("--sample_length", type=int, help=f"tokens per sample [{D.sample_length}]")
+    run.add_argument("--num_samples", type=int, help=f"samples printed at the end [{D.num_samples}]")
+    run.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps [{D.device}]")
+    run.add_argument("--dtype", help=f"auto, float32, bfloat16, float16 [{D.dtype}]")
+    run.add_argument("--resume_from", help="checkpoint_step_N.pt or a run directory to continue")
+    run.add_argument("--overwrite", action="store_true", default=None,
+                     help="replace a run already in --output_dir")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if given.get("resume_from"):
+        cfg, _ = resolve_resume(given)
+    else:
+        cfg = TrainConfig(**given)
+    train(cfg)
+    return 0

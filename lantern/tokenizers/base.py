@@ -1,0 +1,56 @@
+"""The one small interface every tokenizer implements, and the reserved special tokens."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+PAD, UNK, BOS, EOS, THINK = "<pad>", "<unk>", "<bos>", "<eos>", "<think>"
+CHAT_TAGS = ("<system>", "</system>", "<user>", "</user>", "<assistant>", "</assistant>")
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, THINK, *CHAT_TAGS)
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids. Special tokens are single ids and are never split."""
+
+    kind: str
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+
+    @abstractmethod
+    def token_to_id(self, token: str) -> int | None: ...
+
+    @abstractmethod
+    def to_json(self) -> str:
+        """The whole tokenizer as one JSON document (what `tokenizer.json` holds)."""
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.token_to_id(EOS)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.token_to_id(BOS)
+
+    @property
+    def pad_id(self) -> int | None:
+        return self.token_to_id(PAD)
+
+    @property
+    def think_id(self) -> int | None:
+        return self.token_to_id(THINK)
+
+    def special_ids(self) -> set[int]:
+        ids = (self.token_to_id(t) for t in SPECIAL_TOKENS)
+        return {i for i in ids if i is not None}

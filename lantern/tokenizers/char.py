@@ -1,0 +1,87 @@
+"""Character-level tokenizer: one id per character seen in the training text."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from lantern.errors import LanternError
+from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer
+
+FORMAT = "lantern-char"
+_SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+
+def split_special(text: str) -> list[str]:
+    """Split text around special-token strings, keeping them as separate pieces."""
+    if "<" not in text:
+        return [text]
+    return [piece for piece in _SPECIAL_PATTERN.split(text) if piece]
+
+
+class CharTokenizer(Tokenizer):
+    """Ids 0..len(specials)-1 are the special tokens, then the characters in sorted order."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str], special_tokens: Sequence[str] = SPECIAL_TOKENS):
+        self.tokens = list(special_tokens) + [c for c in chars if c not in special_tokens]
+        self._ids = {tok: i for i, tok in enumerate(self.tokens)}
+        self._specials = set(special_tokens)
+        self._unk = self._ids[UNK]
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        chars: set[str] = set()
+        for text in texts:
+            for piece in split_special(text):
+                if piece not in SPECIAL_TOKENS:
+                    chars.update(piece)
+        return cls(sorted(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._ids.get(token)
+
+    def _encode_plain(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        unique, inverse = np.unique(codes, return_inverse=True)
+        lookup = np.array([self._ids.get(chr(c), self._unk) for c in unique], dtype=np.int64)
+        return lookup[inverse]
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in split_special(text):
+            if piece in self._specials:
+                ids.append(self._ids[piece])
+            else:
+                ids.extend(self._encode_plain(piece).tolist())
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(self.tokens):
+                raise LanternError(f"token id {i} is outside this tokenizer's vocabulary")
+            tok = self.tokens[i]
+            if skip_special_tokens and tok in self._specials:
+                continue
+            out.append(tok)
+        return "".join(out)
+
+    def to_json(self) -> str:
+        specials = [t for t in self.tokens if t in self._specials]
+        chars = [t for t in self.tokens if t not in self._specials]
+        return json.dumps({"format": FORMAT, "special_tokens": specials, "chars": chars},
+                          ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CharTokenizer:
+        return cls(data["chars"], data["special_tokens"])

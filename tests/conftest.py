@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny real models, tokenizers and text, all made on the spot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lantern.config import LANTERNConfig
+from lantern.models.lantern_model import LANTERNModel
+from lantern.tokenizers import CharTokenizer
+
+TINY_TEXT = (
+    "Once upon a time, a little fox found a red ball in the park. "
+    "She said, \"Look what I found!\" Her friend the owl was happy. "
+    "They played all day and went home at night.\n"
+) * 40
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Token caches go to a temporary folder, never the user's home."""
+    monkeypatch.setenv("LANTERN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def tiny_text() -> str:
+    return TINY_TEXT
+
+
+@pytest.fixture
+def char_tokenizer() -> CharTokenizer:
+    return CharTokenizer.train([TINY_TEXT])
+
+
+def tiny_config(**overrides) -> LANTERNConfig:
+    values = dict(vocab_size=40, context_length=32, hidden_size=32, num_heads=4, num_blocks=2,
+                  steps_per_block=1)
+    values.update(overrides)
+    return LANTERNConfig(**values)
+
+
+@pytest.fixture
+def tiny_model() -> LANTERNModel:
+    torch.manual_seed(0)
+    return LANTERNModel(tiny_config()).eval()
