@@ -18,7 +18,6 @@ def add_parser(subparsers) -> None:
         help="train a model (built-in story corpus when no data is given)",
         description="Train a language model. With no data path it trains on the built-in "
         "procedural story corpus. Every flag's default is shown in brackets.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None,
     )
     model = p.add_argument_group("model")
@@ -41,15 +40,23 @@ def add_parser(subparsers) -> None:
                        help="position encoding [preset]")
     model.add_argument("--dropout", type=float, help="dropout rate [preset: 0]")
     model.add_argument("--attention_window", type=int, help="sliding-window size [full attention]")
+    model.add_argument("--depth_schedule",
+                       help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
+                       "[the model's steps_per_block]")
+    model.add_argument("--pause_tokens", type=int,
+                       help="THINK tokens inserted at random per training window "
+                       f"[{D.pause_tokens}]")
     data = p.add_argument_group("data")
     data.add_argument("--data_path", "--train_data", "--data", dest="data_path",
                       help="training text (.txt) or token ids (.jsonl) [built-in story corpus]")
     data.add_argument("--val_data_path", "--val_data", dest="val_data_path",
-                      help=f"validation file [last {D.val_fraction:.0%} of the training data]")
+                      help=f"validation file [last {D.val_fraction:.0%}% of the training data]")
     data.add_argument("--val_fraction", type=float, help=f"held-out share [{D.val_fraction}]")
     data.add_argument("--corpus_chars", type=int,
                       help=f"size of the built-in corpus in characters [{D.corpus_chars}]")
-    data.add_argument("--tokenizer", help=f"char, bpe, or a tokenizer.json file [{D.tokenizer}]")
+    data.add_argument("--tokenizer",
+                      help=f"char, bpe, tiktoken, or a tokenizer.json file [{D.tokenizer}]")
+    data.add_argument("--encoding", help=f"tiktoken encoding name or .tiktoken file [{D.encoding}]")
     data.add_argument("--vocab_size", type=int,
                       help="BPE vocabulary size [4096]; a char vocabulary comes from the text")
     data.add_argument("--seq_length", "--seq_len", dest="seq_length", type=int,

@@ -24,16 +24,25 @@ from lantern.config import LANTERNConfig, preset_config
 from lantern.data.batches import WindowSampler, eval_windows
 from lantern.data.stories import build_corpus
 from lantern.data.text import check_text_file, read_text_file
-from lantern.data.token_store import encode_text, load_tokens
+from lantern.data.token_store import encode_text, is_token_file, load_tokens
 from lantern.device import autocast, pick_device, pick_dtype
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text
 from lantern.models.lantern_model import LANTERNModel
-from lantern.tokenizers import TOKENIZER_FILE, CharTokenizer, HFTokenizerAdapter, Tokenizer
-from lantern.tokenizers import load_tokenizer, tokenizer_from_json
+from lantern.tokenizers import (
+    TOKENIZER_FILE,
+    CharTokenizer,
+    HFTokenizerAdapter,
+    Tokenizer,
+    load_tokenizer,
+    tokenizer_from_json,
+)
 from lantern.tokenizers.base import EOS
+from lantern.tokenizers.tiktoken_adapter import TiktokenTokenizer
+from lantern.training.depth import DepthSchedule
 from lantern.training.logs import LOG_FILE, PLOT_FILE, TrainingLog, plot_losses
 from lantern.training.optim import learning_rate_at, make_optimizer
+from lantern.training.pause import insert_pause_tokens
 
 MODEL_SHAPE_FLAGS = ("hidden_size", "num_heads", "num_kv_heads", "num_blocks", "steps_per_block",
                      "mlp_hidden_size", "mlp", "norm", "position", "dropout", "attention_window")
@@ -48,6 +57,7 @@ class TrainConfig:
     val_data_path: str | None = None
     output_dir: str = "outputs"
     tokenizer: str = "char"
+    encoding: str = "gpt2"
     vocab_size: int | None = None
     seq_length: int | None = None
     batch_size: int = 16
@@ -56,15 +66,15 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
-    max_steps: int = 1500
+    max_steps: int = 400
     epochs: float | None = None
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     grad_clip: float = 1.0
     grad_accum: int = 1
-    eval_interval: int = 250
+    eval_interval: int = 100
     eval_batches: int = 20
-    save_interval: int = 500
-    log_interval: int = 50
+    save_interval: int = 200
+    log_interval: int = 25
     sample_length: int = 200
     num_samples: int = 3
     device: str = "auto"
@@ -86,6 +96,10 @@ class TrainConfig:
     position: str | None = None
     dropout: float | None = None
     attention_window: int | None = None
+    # Recursion depth per step (e.g. "random:1-4"; None = the model's depth) and THINK tokens
+    # inserted per training window (pause-token training).
+    depth_schedule: str | None = None
+    pause_tokens: int = 0
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "max_steps", "grad_accum", "eval_interval", "eval_batches",
@@ -99,6 +113,10 @@ class TrainConfig:
             raise LanternError(f"--seq_length must be at least 2 (got {self.seq_length})")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise LanternError("--warmup_steps, --grad_clip and --weight_decay must not be negative")
+        if self.depth_schedule is not None:
+            DepthSchedule.parse(self.depth_schedule)
+        if self.pause_tokens < 0:
+            raise LanternError(f"--pause_tokens must not be negative (got {self.pause_tokens})")
         if not 0.0 < self.val_fraction < 1.0:
             raise LanternError(f"--val_fraction must be between 0 and 1 (got {self.val_fraction})")
 
@@ -121,16 +139,20 @@ def make_tokenizer(cfg: TrainConfig, texts: list[str]) -> Tokenizer:
         return CharTokenizer.train(texts)
     if cfg.tokenizer == "bpe":
         return HFTokenizerAdapter.train_bpe(texts, vocab_size=cfg.vocab_size or 4096)
+    if cfg.tokenizer == "tiktoken":
+        return TiktokenTokenizer(cfg.encoding)
     if Path(cfg.tokenizer).exists():
         return load_tokenizer(cfg.tokenizer)
-    raise LanternError(f"--tokenizer must be char, bpe or a tokenizer file (got {cfg.tokenizer!r})")
+    raise LanternError(
+        f"--tokenizer must be char, bpe, tiktoken or a tokenizer file (got {cfg.tokenizer!r})")
 
 
 def prepare_data(cfg: TrainConfig, tokenizer: Tokenizer | None) -> RunData:
     """Build (or reuse) the tokenizer and the train/validation token arrays. Train and
     validation always share one vocabulary."""
-    jsonl = cfg.data_path is not None and cfg.data_path.endswith(".jsonl")
-    if jsonl and tokenizer is None and not Path(cfg.tokenizer).is_file():
+    jsonl = cfg.data_path is not None and is_token_file(cfg.data_path)
+    known = cfg.tokenizer == "tiktoken" or Path(cfg.tokenizer).exists()
+    if jsonl and tokenizer is None and not known:
         raise LanternError("JSONL token files need --tokenizer FILE: the tokenizer that made them")
     if cfg.data_path is None:
         text = builtin_corpus_text(cfg.corpus_chars, cfg.seed)
@@ -301,6 +323,10 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict[str, Any]:
     if state:
         say(f"Resumed from {cfg.resume_from} at step {step}")
 
+    depths = DepthSchedule.parse(cfg.depth_schedule) if cfg.depth_schedule else None
+    think_id = data.tokenizer.think_id
+    if cfg.pause_tokens and think_id is None:
+        raise LanternError("--pause_tokens needs a tokenizer with a <think> token")
     metrics: dict[str, float] = {}
     start_time = time.perf_counter()
     interval_start, interval_tokens, interval_steps, interval_loss = start_time, 0, 0, 0.0
@@ -316,8 +342,10 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict[str, Any]:
             for _ in range(cfg.grad_accum):
                 x, y = sampler.next_batch()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if cfg.pause_tokens:
+                    x, y = insert_pause_tokens(x, y, think_id, cfg.pause_tokens)
                 with autocast(device, dtype):
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, steps_per_block=depths.sample() if depths else None)
                 (loss / cfg.grad_accum).backward()
                 loss_sum += loss.item()
             if cfg.grad_clip > 0:
