@@ -42,6 +42,8 @@ class LANTERNConfig:
     bias: bool = True
     tie_embeddings: bool = True
     attention_window: int | None = None  # None = full causal attention
+    attention_sink: int = 0  # first positions every query may see, beyond its window
+    reinject_input: bool = False  # add a gated copy of a block's input before each re-application
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -91,6 +93,7 @@ class LANTERNConfig:
                 self.attention_window is None or self.attention_window > 0,
                 f"attention_window must be positive (got {self.attention_window})",
             ),
+            (self.attention_sink >= 0, f"attention_sink must be >= 0 (got {self.attention_sink})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,7 +120,7 @@ class LANTERNConfig:
 # character-level CPU configuration. `vocab_size` always comes from the tokenizer.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(hidden_size=256, num_heads=4, num_blocks=1, steps_per_block=4,
-                  context_length=512, position="rope", norm="rmsnorm", mlp="swiglu",
+                  context_length=256, position="rope", norm="rmsnorm", mlp="swiglu",
                   mlp_hidden_size=704, bias=False),
     "base": dict(hidden_size=512, num_heads=8, num_blocks=2, steps_per_block=4,
                  context_length=1024, position="rope", norm="rmsnorm", mlp="swiglu",

@@ -103,7 +103,7 @@ def test_corrupt_checkpoint_and_mismatched_tokenizer(run_dir, tmp_path, capsys):
 
 
 def test_bad_generation_input(run_dir, capsys):
-    assert "--prompt is empty" in error_of(capsys, "generate", "--checkpoint", str(run_dir),
+    assert "prompt is empty" in error_of(capsys, "generate", "--checkpoint", str(run_dir),
                                            "--prompt", "")
     assert "does not know" in error_of(capsys, "generate", "--checkpoint", str(run_dir),
                                        "--prompt", "日本")

@@ -9,7 +9,7 @@ import sys
 from lantern.errors import LanternError
 
 # Subcommand modules under lantern.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("train", "generate")
+COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
                        help="position encoding [preset]")
     model.add_argument("--dropout", type=float, help="dropout rate [preset: 0]")
     model.add_argument("--attention_window", type=int, help="sliding-window size [full attention]")
+    model.add_argument("--attention_sink", type=int,
+                       help="first positions every query sees beyond its window [0]")
+    model.add_argument("--reinject_input", action="store_true", default=None,
+                       help="re-inject each block's input at every recurrence [off]")
     model.add_argument("--depth_schedule",
                        help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
                        "[the model's steps_per_block]")

@@ -31,8 +31,8 @@ from lantern.fileio import atomic_write
 from lantern.tokenizers import Tokenizer
 from lantern.tokenizers.base import EOS
 
-_PIECE_CHARS = 1 << 16  # pieces encoded in parallel by the Rust tokenizers
-_BLOCK_BYTES = 1 << 23  # text read per step; memory use is a small multiple of this
+_PIECE_CHARS = 1 << 15  # pieces encoded in parallel by the Rust tokenizers
+_BLOCK_BYTES = 1 << 21  # text read per step (64 pieces); memory use is a small multiple of it
 SHARD_MAGIC = b"LNTNTOK1"
 _HEADER = struct.Struct("<8sQQQ")  # magic, bytes per id, number of ids, vocabulary size
 
@@ -72,17 +72,18 @@ def _cut(text: str, start: int, limit: int) -> int:
     return space if space > start else limit
 
 
-def _pieces(text: str, size: int = _PIECE_CHARS) -> Iterator[str]:
-    start = 0
+def _pieces(text: str) -> Iterator[str]:
+    size, start = _PIECE_CHARS, 0
     while start < len(text):
         end = _cut(text, start, start + size)
         yield text[start:end]
         start = end
 
 
-def read_text_blocks(path: Path, block_bytes: int = _BLOCK_BYTES,
+def read_text_blocks(path: Path, block_bytes: int | None = None,
                      progress: Callable[[int], None] | None = None) -> Iterator[str]:
     """A UTF-8 file as consecutive text blocks, each ending at a safe cut point."""
+    block_bytes = block_bytes or _BLOCK_BYTES
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     carry = ""
     consumed = 0

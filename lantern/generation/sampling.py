@@ -1,8 +1,102 @@
-"""Turning logits into the next token: temperature, top-k, top-p, then a draw (or argmax)."""
+"""Turning logits into the next token: penalties, temperature, top-k, top-p, min-p, then a draw
+(or the argmax when the temperature is 0)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+from lantern.errors import LanternError
+from lantern.generation.logits_process import (
+    FrequencyPenalty,
+    LogitsRule,
+    MinP,
+    PresencePenalty,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    apply_rules,
+)
+
+
+@dataclass
+class SamplingConfig:
+    """How each next token is chosen. Off values: top_k None/0, top_p None/1, min_p None/0,
+    penalties 1.0 (repetition) and 0.0 (presence, frequency)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject values that mean nothing, naming the flag a user would type."""
+        values = (self.temperature, self.top_p, self.min_p, self.repetition_penalty,
+                  self.presence_penalty, self.frequency_penalty)
+        if any(v is not None and not math.isfinite(v) for v in values):
+            raise LanternError("sampling settings must be finite numbers")
+        checks = [
+            (self.temperature >= 0, f"--temperature must not be negative (got {self.temperature})"),
+            (self.top_k is None or self.top_k >= 0,
+             f"--top_k must be positive, or 0 for off (got {self.top_k})"),
+            (self.top_p is None or 0.0 < self.top_p <= 1.0,
+             f"--top_p must be in (0, 1] (got {self.top_p})"),
+            (self.min_p is None or 0.0 <= self.min_p <= 1.0,
+             f"--min_p must be in [0, 1] (got {self.min_p})"),
+            (self.repetition_penalty > 0,
+             f"--repetition_penalty must be positive; 1 is off (got {self.repetition_penalty})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LanternError(message)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def rules(self) -> list[LogitsRule]:
+        """The logits rules in the order they apply: penalties first (on the model's own
+        logits), then temperature, then the truncations."""
+        rules: list[LogitsRule] = []
+        if self.repetition_penalty != 1.0:
+            rules.append(RepetitionPenalty(self.repetition_penalty))
+        if self.presence_penalty:
+            rules.append(PresencePenalty(self.presence_penalty))
+        if self.frequency_penalty:
+            rules.append(FrequencyPenalty(self.frequency_penalty))
+        if not self.greedy:
+            if self.temperature != 1.0:
+                rules.append(Temperature(self.temperature))
+            if self.top_k:
+                rules.append(TopK(self.top_k))
+            if self.top_p is not None and self.top_p < 1.0:
+                rules.append(TopP(self.top_p))
+            if self.min_p:
+                rules.append(MinP(self.min_p))
+        return rules
+
+
+def choose(
+    logits: torch.Tensor,
+    rules: list[LogitsRule],
+    greedy: bool,
+    counts: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row (B, 1) from the last-position logits (B, V)."""
+    logits = apply_rules(rules, logits.float(), counts)
+    if greedy:
+        return logits.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
 
 
 def filter_logits(
@@ -12,18 +106,8 @@ def filter_logits(
     top_p: float | None = None,
 ) -> torch.Tensor:
     """Scale by temperature and set excluded tokens to -inf. logits: (B, V), float."""
-    logits = logits / max(temperature, 1e-8)
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Drop a token when the mass before it already reaches top_p (the best token always stays).
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    rules = SamplingConfig(temperature=max(temperature, 1e-8), top_k=top_k, top_p=top_p).rules()
+    return apply_rules(rules, logits.float())
 
 
 def next_token(
@@ -34,8 +118,5 @@ def next_token(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One token per row (B, 1); temperature 0 means greedy."""
-    logits = logits.float()
-    if temperature <= 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
+    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    return choose(logits, config.rules(), config.greedy, generator=generator)

@@ -11,6 +11,7 @@ Layout (nanoGPT-style, pre-norm):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lantern.config import LANTERNConfig
-from lantern.models.attention import KVCache
+from lantern.errors import LanternError
+from lantern.models.attention import KVCache, window_allows
 from lantern.models.layers import Block, make_norm
 from lantern.models.positions import AbsolutePositions, Rotary
 
@@ -42,8 +44,22 @@ def causal_mask(
     return mask
 
 
+@dataclass
+class StepContext:
+    """What every block application of one forward call shares: positions, mask, cache."""
+
+    rope: tuple[torch.Tensor, torch.Tensor] | None
+    mask: torch.Tensor | None
+    cache: KVCache | None
+    stride: int  # cache layers per block (the depth the cache was built for)
+
+
 class RecursiveTransformer(nn.Module):
-    """The block stack plus the final norm: hidden states in, normalized hidden states out."""
+    """The block stack plus the final norm: hidden states in, normalized hidden states out.
+
+    With `reinject_input`, each re-application of a block adds a learned, per-channel gated copy
+    of that block's input (`h <- h + gate * x`), so deep recursions keep sight of the tokens.
+    """
 
     def __init__(self, config: LANTERNConfig) -> None:
         super().__init__()
@@ -55,6 +71,96 @@ class RecursiveTransformer(nn.Module):
             if config.position == "rope"
             else None
         )
+        self.reinject_gate = (
+            nn.Parameter(torch.zeros(config.num_blocks, config.hidden_size))
+            if config.reinject_input
+            else None
+        )
+
+    def prepare(
+        self,
+        length: int,
+        cache: KVCache | None,
+        position_ids: torch.Tensor | None,
+        key_padding: torch.Tensor | None,
+        device: torch.device,
+        steps: int,
+    ) -> StepContext:
+        """Positions and the attention mask for `length` new tokens after the cached ones."""
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + length, device=device)[None]
+        rope = self.rotary(position_ids) if self.rotary is not None else None
+        window, sink = self.config.attention_window, self.config.attention_sink
+        if cache is not None and cache.is_ring:
+            mask = cache.attention_mask(length, key_padding)
+        elif window is not None and (past > 0 or key_padding is not None):
+            # Rare paths (a linear cache, or padded rows): a dense mask, O(L * keys).
+            keys = torch.arange(past + length, device=device)
+            mask = window_allows(keys[past:], keys, window, sink)[None, None]
+            if key_padding is not None:
+                mask = mask & key_padding[:, None, None, : past + length]
+        else:
+            mask = causal_mask(length, past, key_padding, device)
+        stride = steps
+        if cache is not None and cache.steps_per_block is not None:
+            stride = cache.steps_per_block
+            if steps > stride:
+                raise LanternError(
+                    f"this cache was built for {stride} steps per block; {steps} were asked"
+                )
+        return StepContext(rope, mask, cache, stride)
+
+    def new_cache(
+        self, batch_size: int, max_length: int, steps: int, like: torch.Tensor
+    ) -> KVCache:
+        """A cache for calls of up to `steps` steps per block, on `like`'s device and dtype."""
+        cfg = self.config
+        return KVCache(
+            num_layers=cfg.num_blocks * steps,
+            batch_size=batch_size,
+            kv_heads=cfg.kv_heads,
+            head_dim=cfg.head_dim,
+            max_length=max_length,
+            device=like.device,
+            dtype=like.dtype,
+            window=cfg.attention_window,
+            sink=cfg.attention_sink,
+            steps_per_block=steps,
+        )
+
+    def reinject(
+        self, h: torch.Tensor, block_input: torch.Tensor, block: int, step: int
+    ) -> torch.Tensor:
+        if self.reinject_gate is None or step == 0:
+            return h
+        return h + self.reinject_gate[block] * block_input
+
+    def apply_steps(
+        self, h: torch.Tensor, block_input: torch.Tensor, block: int, start: int, stop: int,
+        ctx: StepContext,
+    ) -> torch.Tensor:
+        """Apply block `block` for recursion steps start..stop-1 (stop > start continues it)."""
+        module = self.blocks[block]
+        for step in range(start, stop):
+            h = self.reinject(h, block_input, block, step)
+            h = module(h, rope=ctx.rope, cache=ctx.cache, layer=block * ctx.stride + step,
+                       attn_mask=ctx.mask)
+        return h
+
+    def fill_skipped(
+        self, h: torch.Tensor, block_input: torch.Tensor, block: int, depth: int, ctx: StepContext
+    ) -> None:
+        """Cache rule for a token run shallower than the cache: its skipped applications get
+        the keys/values the block would compute from the token's last hidden state (as if it had
+        reached a fixed point), so deeper tokens later always find every layer filled. This
+        costs one key/value projection per block, not a block application."""
+        if ctx.cache is None or depth >= ctx.stride:
+            return
+        module = self.blocks[block]
+        x = module.attn_norm(self.reinject(h, block_input, block, depth))
+        layers = range(block * ctx.stride + depth, (block + 1) * ctx.stride)
+        module.attn.fill_cache(x, ctx.rope, ctx.cache, layers)
 
     def forward(
         self,
@@ -65,14 +171,11 @@ class RecursiveTransformer(nn.Module):
         key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         steps = steps_per_block or self.config.steps_per_block
-        past = cache.length if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + h.shape[1], device=h.device)[None]
-        rope = self.rotary(position_ids) if self.rotary is not None else None
-        mask = causal_mask(h.shape[1], past, key_padding, h.device)
-        for b, block in enumerate(self.blocks):
-            for step in range(steps):
-                h = block(h, rope=rope, cache=cache, layer=b * steps + step, attn_mask=mask)
+        ctx = self.prepare(h.shape[1], cache, position_ids, key_padding, h.device, steps)
+        for b in range(len(self.blocks)):
+            block_input = h
+            h = self.apply_steps(h, block_input, b, 0, steps, ctx)
+            self.fill_skipped(h, block_input, b, steps, ctx)
         if cache is not None:
             cache.advance(h.shape[1])
         return self.norm(h)
@@ -95,6 +198,8 @@ class LANTERNModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        # Lets callers holding only `model.transformer` embed tokens with their positions.
+        self.transformer.embed_input = self.embed
         self.apply(self._init_weights)
         # Scaled init of the residual projections (GPT-2), by the effective depth.
         depth = config.num_blocks * config.steps_per_block
@@ -129,19 +234,11 @@ class LANTERNModel(nn.Module):
     def new_cache(
         self, batch_size: int, max_length: int | None = None, steps_per_block: int | None = None
     ) -> KVCache:
-        """A KV cache sized for `max_length` positions at the given recursion depth."""
-        cfg = self.config
-        steps = steps_per_block or cfg.steps_per_block
-        param = self.embed_tokens.weight
-        return KVCache(
-            num_layers=cfg.num_blocks * steps,
-            batch_size=batch_size,
-            kv_heads=cfg.kv_heads,
-            head_dim=cfg.head_dim,
-            max_length=max_length or cfg.context_length,
-            device=param.device,
-            dtype=param.dtype,
-        )
+        """A KV cache for calls of up to `steps_per_block` steps; sized for `max_length`
+        positions, or a ring of `attention_sink + attention_window` slots for windowed models."""
+        steps = steps_per_block or self.config.steps_per_block
+        length = max_length or self.config.context_length
+        return self.transformer.new_cache(batch_size, length, steps, self.embed_tokens.weight)
 
     def forward(
         self,

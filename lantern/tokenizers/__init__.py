@@ -12,6 +12,8 @@ from lantern.tokenizers.base import SPECIAL_TOKENS, Tokenizer
 from lantern.tokenizers.bpe import HFTokenizerAdapter
 from lantern.tokenizers.char import FORMAT as CHAR_FORMAT
 from lantern.tokenizers.char import CharTokenizer
+from lantern.tokenizers.tiktoken_adapter import FORMAT as TIKTOKEN_FORMAT
+from lantern.tokenizers.tiktoken_adapter import TiktokenTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -20,8 +22,10 @@ __all__ = [
     "TOKENIZER_FILE",
     "CharTokenizer",
     "HFTokenizerAdapter",
+    "TiktokenTokenizer",
     "Tokenizer",
     "load_tokenizer",
+    "resolve_tokenizer",
     "tokenizer_from_json",
 ]
 
@@ -36,6 +40,8 @@ def tokenizer_from_json(text: str) -> Tokenizer:
         raise LanternError("tokenizer file is not a tokenizer (expected a JSON object)")
     if data.get("format") == CHAR_FORMAT:
         return CharTokenizer.from_dict(data)
+    if data.get("format") == TIKTOKEN_FORMAT:
+        return TiktokenTokenizer(str(data.get("encoding", "gpt2")))
     if isinstance(data.get("model"), dict) and "type" in data["model"]:
         try:
             hf = HFTokenizer.from_str(text)
@@ -57,3 +63,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     except UnicodeDecodeError:
         raise LanternError(f"tokenizer file is not UTF-8 text: {path}") from None
     return tokenizer_from_json(text)
+
+
+def resolve_tokenizer(spec: str | Path, encoding: str = "gpt2") -> Tokenizer:
+    """`tiktoken` (with an encoding name or .tiktoken file) or a tokenizer file / run directory."""
+    if str(spec) == "tiktoken":
+        return TiktokenTokenizer(encoding)
+    return load_tokenizer(spec)

@@ -1,4 +1,9 @@
-"""Byte-level BPE on Hugging Face `tokenizers`: any UTF-8 text round-trips exactly."""
+"""Byte-level BPE and Unigram on Hugging Face `tokenizers`: any UTF-8 text round-trips exactly.
+
+Both models work on the 256 byte symbols of the ByteLevel pre-tokenizer, so no character is
+ever unknown; the special tokens are added tokens, matched before pre-tokenization and never
+split.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,24 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lantern.errors import LanternError
-from lantern.tokenizers.base import SPECIAL_TOKENS, Tokenizer
+from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer
 
 MIN_BPE_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + the 256 byte symbols
+
+
+def check_vocab_size(vocab_size: int, kind: str) -> None:
+    if vocab_size < MIN_BPE_VOCAB:
+        raise LanternError(
+            f"vocab_size {vocab_size} is too small for {kind}: it needs at least {MIN_BPE_VOCAB} "
+            f"({len(SPECIAL_TOKENS)} special tokens + 256 bytes)"
+        )
+
+
+def _byte_level(model) -> HFTokenizer:
+    tokenizer = HFTokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
 
 
 class HFTokenizerAdapter(Tokenizer):
@@ -28,14 +48,8 @@ class HFTokenizerAdapter(Tokenizer):
         min_frequency: int = 2,
         max_token_length: int | None = None,
     ) -> HFTokenizerAdapter:
-        if vocab_size < MIN_BPE_VOCAB:
-            raise LanternError(
-                f"vocab_size {vocab_size} is too small for BPE: it needs at least {MIN_BPE_VOCAB} "
-                f"({len(SPECIAL_TOKENS)} special tokens + 256 bytes)"
-            )
-        tokenizer = HFTokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-        tokenizer.decoder = decoders.ByteLevel()
+        check_vocab_size(vocab_size, "BPE")
+        tokenizer = _byte_level(models.BPE())
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
@@ -46,6 +60,26 @@ class HFTokenizerAdapter(Tokenizer):
         )
         tokenizer.train_from_iterator(texts, trainer=trainer)
         return cls(tokenizer, "bpe")
+
+    @classmethod
+    def train_unigram(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        max_token_length: int | None = None,
+    ) -> HFTokenizerAdapter:
+        check_vocab_size(vocab_size, "Unigram")
+        tokenizer = _byte_level(models.Unigram())
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            unk_token=UNK,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            max_piece_length=max_token_length or 16,
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        return cls(tokenizer, "unigram")
 
     @property
     def vocab_size(self) -> int:

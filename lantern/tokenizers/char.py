@@ -23,28 +23,35 @@ def split_special(text: str) -> list[str]:
 
 
 class CharTokenizer(Tokenizer):
-    """Ids 0..len(specials)-1 are the special tokens, then the characters in sorted order."""
+    """Ids 0..len(specials)-1 are the special tokens, then the characters in sorted order.
+
+    With `byte_fallback`, 256 byte ids follow the characters: a character never seen in
+    training is encoded as its UTF-8 bytes instead of `<unk>`, so any text round-trips.
+    """
 
     kind = "char"
 
-    def __init__(self, chars: Sequence[str], special_tokens: Sequence[str] = SPECIAL_TOKENS):
+    def __init__(self, chars: Sequence[str], special_tokens: Sequence[str] = SPECIAL_TOKENS,
+                 byte_fallback: bool = False):
         self.tokens = list(special_tokens) + [c for c in chars if c not in special_tokens]
         self._ids = {tok: i for i, tok in enumerate(self.tokens)}
         self._specials = set(special_tokens)
         self._unk = self._ids[UNK]
+        self.byte_fallback = byte_fallback
+        self._byte_start = len(self.tokens)
 
     @classmethod
-    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+    def train(cls, texts: Iterable[str], byte_fallback: bool = False) -> CharTokenizer:
         chars: set[str] = set()
         for text in texts:
             for piece in split_special(text):
                 if piece not in SPECIAL_TOKENS:
                     chars.update(piece)
-        return cls(sorted(chars))
+        return cls(sorted(chars), byte_fallback=byte_fallback)
 
     @property
     def vocab_size(self) -> int:
-        return len(self.tokens)
+        return len(self.tokens) + (256 if self.byte_fallback else 0)
 
     def token_to_id(self, token: str) -> int | None:
         return self._ids.get(token)
@@ -53,7 +60,12 @@ class CharTokenizer(Tokenizer):
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         unique, inverse = np.unique(codes, return_inverse=True)
         lookup = np.array([self._ids.get(chr(c), self._unk) for c in unique], dtype=np.int64)
-        return lookup[inverse]
+        ids = lookup[inverse]
+        if not self.byte_fallback or not (lookup == self._unk).any():
+            return ids
+        pieces = [[i] if i != self._unk else [self._byte_start + b for b in chr(c).encode("utf-8")]
+                  for i, c in zip(ids.tolist(), codes.tolist(), strict=True)]
+        return np.fromiter((i for piece in pieces for i in piece), dtype=np.int64)
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -65,23 +77,34 @@ class CharTokenizer(Tokenizer):
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        out = []
+        out: list[str] = []
+        pending = bytearray()  # consecutive byte-fallback ids form one UTF-8 sequence
         for i in ids:
             i = int(i)
-            if not 0 <= i < len(self.tokens):
+            if not 0 <= i < self.vocab_size:
                 raise LanternError(f"token id {i} is outside this tokenizer's vocabulary")
+            if i >= self._byte_start:
+                pending.append(i - self._byte_start)
+                continue
+            if pending:
+                out.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
             tok = self.tokens[i]
             if skip_special_tokens and tok in self._specials:
                 continue
             out.append(tok)
+        if pending:
+            out.append(pending.decode("utf-8", errors="replace"))
         return "".join(out)
 
     def to_json(self) -> str:
         specials = [t for t in self.tokens if t in self._specials]
         chars = [t for t in self.tokens if t not in self._specials]
-        return json.dumps({"format": FORMAT, "special_tokens": specials, "chars": chars},
-                          ensure_ascii=False)
+        data = {"format": FORMAT, "special_tokens": specials, "chars": chars}
+        if self.byte_fallback:
+            data["byte_fallback"] = True
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        return cls(data["chars"], data["special_tokens"])
+        return cls(data["chars"], data["special_tokens"], bool(data.get("byte_fallback", False)))

@@ -45,7 +45,8 @@ from lantern.training.optim import learning_rate_at, make_optimizer
 from lantern.training.pause import insert_pause_tokens
 
 MODEL_SHAPE_FLAGS = ("hidden_size", "num_heads", "num_kv_heads", "num_blocks", "steps_per_block",
-                     "mlp_hidden_size", "mlp", "norm", "position", "dropout", "attention_window")
+                     "mlp_hidden_size", "mlp", "norm", "position", "dropout", "attention_window",
+                     "attention_sink", "reinject_input")
 
 
 @dataclass
@@ -96,6 +97,8 @@ class TrainConfig:
     position: str | None = None
     dropout: float | None = None
     attention_window: int | None = None
+    attention_sink: int | None = None
+    reinject_input: bool | None = None
     # Recursion depth per step (e.g. "random:1-4"; None = the model's depth) and THINK tokens
     # inserted per training window (pause-token training).
     depth_schedule: str | None = None

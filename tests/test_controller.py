@@ -1,0 +1,177 @@
+"""Uncertainty signals, the threshold policy, and the KV-cached adaptive generator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lantern import GenerationController, UncertaintyController
+from lantern.controller.generation import GenerationConfig
+from lantern.controller.uncertainty import mutual_information, semantic_dispersion
+from lantern.errors import LanternError
+from lantern.models.lantern_model import LANTERNModel
+from tests.conftest import tiny_config
+
+INF = float("inf")
+THINK, EOS = 4, 3
+
+
+def recursive_model(**overrides) -> LANTERNModel:
+    torch.manual_seed(0)
+    values = dict(num_blocks=1, steps_per_block=3, position="rope", dropout=0.1)
+    values.update(overrides)
+    return LANTERNModel(tiny_config(**values)).eval()
+
+
+def make_controller(model, taus=(INF, INF, INF), think=True, **kwargs) -> GenerationController:
+    uc = UncertaintyController(*taus, **kwargs)
+    cfg = GenerationConfig(max_new_tokens=8, temperature=0.0,
+                           think_token_id=THINK if think else None, eos_token_id=None)
+    return GenerationController(model=model.transformer, lm_head=model.lm_head,
+                                embedding_matrix=model.get_embedding_matrix(),
+                                uncertainty_controller=uc, config=cfg)
+
+
+def test_seed_snippet_runs_verbatim():
+    model = recursive_model()
+    uncertainty_controller = UncertaintyController(
+        tau_low=1.0,
+        tau_mid=2.0,
+        tau_high=3.0,
+    )
+    gen_config = GenerationConfig(
+        max_new_tokens=10,
+        temperature=0.8,
+        think_token_id=THINK,
+        eos_token_id=EOS,
+    )
+    controller = GenerationController(
+        model=model.transformer,
+        lm_head=model.lm_head,
+        embedding_matrix=model.get_embedding_matrix(),
+        uncertainty_controller=uncertainty_controller,
+        config=gen_config,
+        recur_fn=lambda h, steps_max: model.transformer(h, steps_per_block=steps_max),
+    )
+    result = controller.generate(torch.tensor([[5, 6, 7]]))
+    assert result.sequences.shape[0] == 1 and 1 <= len(result.new_tokens[0]) <= 10
+    entry = result.trace[0][0]
+    assert entry.depth in (1, 2, 3) and entry.applications >= entry.depth
+    assert entry.uncertainty >= entry.entropy >= 0
+
+
+def test_signals():
+    uc = UncertaintyController()
+    embedding = torch.eye(5)
+    uniform = torch.full((1, 5), 0.2)
+    sure = torch.tensor([[1.0, 0, 0, 0, 0]])
+    s = uc.signals(uniform, embedding)
+    assert math.isclose(s.entropy.item(), math.log(5), rel_tol=1e-5)
+    assert math.isclose(s.top1.item(), 0.2, rel_tol=1e-5)
+    assert uc.signals(sure, embedding).score.item() < 1e-5
+    same = torch.ones(5, 3)  # all candidates mean the same: no semantic spread
+    assert semantic_dispersion(uniform, same).item() < 1e-5
+    assert semantic_dispersion(uniform, embedding).item() > 0.7
+    agree = uniform.expand(4, 1, 5)
+    disagree = torch.eye(5)[:4, None, :]
+    assert mutual_information(agree).item() < 1e-6 < mutual_information(disagree).item()
+
+
+def test_cached_generation_equals_uncached_recomputation():
+    model = recursive_model()
+    controller = make_controller(model, min_steps=3)
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    result = controller.generate(prompt)
+    ids = prompt
+    for token in result.new_tokens[0]:
+        assert controller.reference_probs(ids, 3).argmax().item() == token
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+
+
+def test_every_threshold_changes_what_the_generator_does():
+    model = recursive_model()
+    prompt = torch.tensor([[5, 6, 7]])
+
+    def run(taus):
+        trace = make_controller(model, taus, mc_samples=3).generate(prompt).trace[0][1:]
+        return {t.depth for t in trace}, any(t.think for t in trace), max(t.epistemic for t in trace)
+
+    assert run((INF, INF, INF)) == ({1}, False, 0.0)  # shallow everywhere
+    depths, think, epistemic = run((-1, INF, INF))  # tau_low crossed: deeper
+    assert depths == {2} and not think and epistemic == 0.0
+    depths, think, epistemic = run((-1, -1, INF))  # tau_mid crossed: max depth + MC dropout
+    assert depths == {3} and not think and epistemic > 0
+    depths, think, _ = run((-1, -1, -1))  # tau_high crossed: THINK tokens
+    assert think and depths == {3}
+
+
+def test_think_tokens_are_bounded_and_hidden():
+    model = recursive_model()
+    result = make_controller(model, (-1, -1, -1), max_think_tokens=2).generate(torch.tensor([[5]]))
+    tokens = result.new_tokens[0]
+    assert THINK in tokens and THINK not in result.visible_tokens(0, THINK)
+    assert THINK in result.visible_tokens(0, THINK, show_think=True)
+    assert all(tokens[i : i + 3] != [THINK] * 3 for i in range(len(tokens)))
+    assert not any(t.think for t in make_controller(model, (-1, -1, -1), think=False)
+                   .generate(torch.tensor([[5]])).trace[0])
+
+
+def test_batch_rows_match_single_row_runs():
+    model = recursive_model(num_blocks=2, steps_per_block=2, position="learned")
+    controller = make_controller(model, min_steps=2)
+    prompts = torch.tensor([[5, 6, 7], [9, 8, 7], [20, 21, 22]])
+    batch = controller.generate(prompts)
+    assert batch.sequences.shape == (3, 3 + 8)
+    for row in range(3):
+        single = controller.generate(prompts[row : row + 1])
+        assert single.new_tokens[0] == batch.new_tokens[row]
+
+
+def test_scoring_given_text_matches_model_loss():
+    model = recursive_model(dropout=0.0)
+    controller = make_controller(model, min_steps=3)
+    ids = torch.randint(5, 40, (2, 12))
+    result = controller.generate(ids[:, :1], targets=ids[:, 1:])
+    losses = torch.tensor([[t.loss for t in row] for row in result.trace])
+    _, expected = model(ids[:, :-1], ids[:, 1:])
+    assert math.isclose(losses.mean().item(), expected.item(), rel_tol=1e-4)
+
+
+def test_windowed_generation_keeps_cache_flat():
+    model = recursive_model(attention_window=4, context_length=64)
+    controller = make_controller(model, (0.5, INF, INF))
+    controller.config.max_new_tokens = 40
+    result = controller.generate(torch.tensor([[5, 6]]))
+    assert len(result.new_tokens[0]) == 40
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(LanternError, match="tau_low <= tau_mid"):
+        UncertaintyController(3.0, 2.0, 1.0)
+    model = recursive_model()
+    controller = make_controller(model)
+    controller.config.max_new_tokens = 100
+    with pytest.raises(LanternError, match="context length"):
+        controller.generate(torch.tensor([[5, 6]]))
+
+
+def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
+    from lantern.cli.main import main
+    from lantern.training.trainer import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(config="gpt-64", max_steps=2, batch_size=2, seq_length=32,
+                      corpus_chars=4000, eval_interval=2, eval_batches=1, save_interval=2,
+                      sample_length=2, num_samples=0, steps_per_block=2, output_dir=str(run)),
+          quiet=True)
+    argv = ["generate", "--checkpoint", str(run), "--prompt", "Once", "--max_new_tokens", "8",
+            "--seed", "1", "--adaptive", "--tau_low", "0", "--tau_mid", "0", "--tau_high", "0",
+            "--trace"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Once") and "<think>" not in out
+    assert "THINK" in err and "compute" in err
+    assert main(argv[:-7] + ["--adaptive", "--tau_low", "2", "--tau_mid", "1"]) == 1
+    assert "lantern: error: thresholds" in capsys.readouterr().err

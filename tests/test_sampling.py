@@ -1,0 +1,101 @@
+"""Every logits rule and sampler: what it keeps, what it excludes, and reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lantern.errors import LanternError
+from lantern.generation.logits_process import (
+    FrequencyPenalty,
+    MinP,
+    PresencePenalty,
+    RepetitionPenalty,
+    TopK,
+    TopP,
+)
+from lantern.generation.sampling import SamplingConfig, choose, next_token
+
+
+def random_logits(rows: int = 4, vocab: int = 50, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def draws(config: SamplingConfig, logits: torch.Tensor, n: int = 300) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    rows = logits.repeat(n, 1)
+    return choose(rows, config.rules(), config.greedy, generator=gen).view(n, -1)
+
+
+def test_greedy_is_argmax():
+    logits = random_logits()
+    assert torch.equal(next_token(logits, temperature=0)[:, 0], logits.argmax(-1))
+
+
+def test_top_k_never_emits_excluded_token():
+    logits = random_logits()
+    tokens = draws(SamplingConfig(temperature=1.5, top_k=3), logits)
+    allowed = logits.topk(3, dim=-1).indices
+    for row in range(logits.shape[0]):
+        assert set(tokens[:, row].tolist()) <= set(allowed[row].tolist())
+
+
+def test_top_p_keeps_smallest_set_reaching_mass():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = TopP(0.8)(logits, None).isfinite()[0].tolist()
+    assert kept == [True, True, False, False]
+    tokens = draws(SamplingConfig(top_p=0.8), logits)
+    assert set(tokens.flatten().tolist()) == {0, 1}
+
+
+def test_top_p_always_keeps_best_token():
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05]]))
+    assert TopP(0.01)(logits, None).isfinite()[0].tolist() == [True, False, False]
+
+
+def test_min_p_drops_tokens_below_fraction_of_best():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.07, 0.03]]))
+    assert MinP(0.1)(logits, None).isfinite()[0].tolist() == [True, True, True, False]
+    tokens = draws(SamplingConfig(min_p=0.4), logits)
+    assert set(tokens.flatten().tolist()) <= {0, 1}
+
+
+def test_top_k_ties_keep_all_tied():
+    logits = torch.tensor([[1.0, 1.0, 0.0]])
+    assert TopK(1)(logits, None).isfinite()[0].tolist() == [True, True, False]
+
+
+def test_repetition_penalty_lowers_repeated_tokens_probability():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.1]])
+    counts = torch.tensor([[1, 1, 0, 0]])
+    before = logits.softmax(-1)
+    after = RepetitionPenalty(2.0)(logits, counts).softmax(-1)
+    assert after[0, 0] < before[0, 0] and after[0, 1] < before[0, 1]
+    assert after[0, 2] > before[0, 2]
+
+
+def test_presence_and_frequency_penalties():
+    logits = torch.zeros(1, 3)
+    counts = torch.tensor([[0, 1, 3]])
+    assert PresencePenalty(0.5)(logits, counts).tolist() == [[0.0, -0.5, -0.5]]
+    assert FrequencyPenalty(0.5)(logits, counts).tolist() == [[0.0, -0.5, -1.5]]
+
+
+def test_temperature_sharpens():
+    logits = random_logits(1)
+    cold = draws(SamplingConfig(temperature=0.05), logits)
+    assert (cold == logits.argmax()).float().mean() > 0.95
+
+
+def test_same_seed_same_draws():
+    logits = random_logits()
+    config = SamplingConfig(temperature=1.0, top_p=0.9)
+    assert torch.equal(draws(config, logits), draws(config, logits))
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5),
+                                 dict(top_k=-2), dict(min_p=2), dict(repetition_penalty=0),
+                                 dict(temperature=float("nan"))])
+def test_invalid_settings_are_rejected(bad):
+    with pytest.raises(LanternError):
+        SamplingConfig(**bad)

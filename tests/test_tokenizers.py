@@ -1,0 +1,180 @@
+"""Tokenizers: exact round trips for every type, special tokens, files, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from lantern.cli.main import main
+from lantern.errors import LanternError
+from lantern.tokenizers import (
+    SPECIAL_TOKENS,
+    CharTokenizer,
+    TiktokenTokenizer,
+    load_tokenizer,
+    resolve_tokenizer,
+    tokenizer_from_json,
+)
+from lantern.tokenizers.training import train_tokenizer
+
+MIXED = ("Árvíztűrő tükörfúrógép: ő, ű, Ő, Ű. The cat sleeps. 😀🎉👩‍👩‍👧 汉字かなカナ 한국어 "
+         "<eos><assistant>Szia!</assistant>\n\t  tabs\r\nend")
+CORPUS = ("Once upon a time a little fox found a red ball. A macska alszik a kertben.\n"
+          "<user>What is 2 + 2?</user><assistant>2 + 2 = 4</assistant><eos>\n") * 200
+
+
+def write_tiktoken_file(path) -> None:
+    """A small real tiktoken rank file: the 256 bytes, then a few merges."""
+    tokens = [bytes([b]) for b in range(256)] + [b"th", b"he", b"the", b" t", b" the"]
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(tokens)))
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(params=["bpe", "unigram", "char", "tiktoken"])
+def any_tokenizer(request, corpus_file, tmp_path):
+    if request.param == "tiktoken":
+        rank_file = tmp_path / "tiny.tiktoken"
+        write_tiktoken_file(rank_file)
+        return TiktokenTokenizer(str(rank_file))
+    return train_tokenizer([corpus_file], request.param, vocab_size=400)
+
+
+def test_mixed_text_round_trips_exactly(any_tokenizer):
+    ids = any_tokenizer.encode(MIXED)
+    assert any_tokenizer.decode(ids) == MIXED
+    assert all(0 <= i < any_tokenizer.vocab_size for i in ids)
+
+
+def test_reloaded_tokenizer_encodes_identically(any_tokenizer, tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text(any_tokenizer.to_json(), encoding="utf-8")
+    again = load_tokenizer(path)
+    assert again.encode(MIXED) == any_tokenizer.encode(MIXED)
+    assert again.vocab_size == any_tokenizer.vocab_size
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram", "char"])
+def test_special_tokens_are_single_ids_and_never_split(corpus_file, kind):
+    tok = train_tokenizer([corpus_file], kind, vocab_size=400)
+    for special in SPECIAL_TOKENS:
+        ids = tok.encode(f"x{special}y")
+        assert tok.token_to_id(special) in ids
+        assert tok.decode(ids) == f"x{special}y"
+    assert tok.encode("<eos>") == [tok.eos_id]
+    assert len({tok.token_to_id(t) for t in SPECIAL_TOKENS}) == len(SPECIAL_TOKENS)
+
+
+def test_bpe_respects_vocab_size_and_max_token_length(corpus_file):
+    tok = train_tokenizer([corpus_file], "bpe", vocab_size=350, max_token_length=3)
+    assert tok.vocab_size <= 350
+    pieces = [tok.decode([i]) for i in range(tok.vocab_size)]
+    assert max(len(p) for p in pieces if p not in SPECIAL_TOKENS) <= 3
+
+
+def test_char_byte_fallback_handles_unseen_characters():
+    tok = CharTokenizer.train(["hello"], byte_fallback=True)
+    assert tok.token_to_id("<unk>") not in tok.encode("ő😀")
+    assert tok.decode(tok.encode("hő😀lo")) == "hő😀lo"
+    plain = CharTokenizer.train(["hello"])  # the trainer's default: unknown -> <unk>
+    assert plain.encode("ő") == [plain.token_to_id("<unk>")]
+
+
+def test_tiktoken_maps_eos_to_endoftext(tmp_path):
+    rank_file = tmp_path / "tiny.tiktoken"
+    write_tiktoken_file(rank_file)
+    tok = resolve_tokenizer("tiktoken", str(rank_file))
+    assert tok.eos_id == 261 and tok.vocab_size == 262  # ranks 0..260, then <|endoftext|>
+    ids = tok.encode("the end<eos>the")
+    assert ids.count(tok.eos_id) == 1
+    assert tok.decode(ids) == "the end<eos>the"
+    assert tok.decode(ids, skip_special_tokens=True) == "the endthe"
+
+
+def test_tiktoken_missing_or_bad_file_is_a_clear_error(tmp_path):
+    with pytest.raises(LanternError, match="not found"):
+        TiktokenTokenizer(str(tmp_path / "missing.tiktoken"))
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("this is not a rank file\n")
+    with pytest.raises(LanternError, match="not a tiktoken rank file"):
+        TiktokenTokenizer(str(bad))
+
+
+def test_tiktoken_found_in_lantern_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_CACHE", str(tmp_path))
+    (tmp_path / "tiktoken").mkdir()
+    write_tiktoken_file(tmp_path / "tiktoken" / "r50k_base.tiktoken")
+    tok = TiktokenTokenizer("gpt2")
+    assert tok.decode(tok.encode("the cat")) == "the cat"
+    assert json.loads(tok.to_json()) == {"format": "lantern-tiktoken", "encoding": "gpt2"}
+
+
+def test_foreign_json_is_rejected(tmp_path):
+    other = tmp_path / "package.json"
+    other.write_text(json.dumps({"name": "something", "version": "1.0"}))
+    with pytest.raises(LanternError, match="not a LANTERN or Hugging Face tokenizer"):
+        load_tokenizer(other)
+    with pytest.raises(LanternError, match="not valid JSON"):
+        tokenizer_from_json("{oops")
+
+
+def test_cli_train_encode_decode(corpus_file, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", "--data", str(corpus_file), "--vocab_size", "400",
+                 "--type", "unigram", "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "Szia ő 😀"]) == 0
+    ids = json.loads(capsys.readouterr().out)
+    assert main(["tokenizer", "decode", "--tokenizer", str(out), json.dumps(ids)]) == 0
+    assert capsys.readouterr().out == "Szia ő 😀\n"
+
+
+@pytest.mark.parametrize("case", ["missing", "binary", "small_vocab", "not_tokens"])
+def test_cli_bad_input_one_line_error_nothing_overwritten(case, corpus_file, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    out.write_text("precious")
+    data = corpus_file
+    argv = ["tokenizer", "train", "--vocab_size", "400", "--output", str(out), "--overwrite"]
+    if case == "missing":
+        data = tmp_path / "nope.txt"
+    elif case == "binary":
+        data = tmp_path / "blob.bin"
+        data.write_bytes(bytes(range(256)) * 10)
+    elif case == "small_vocab":
+        argv[3] = "100"
+    if case == "not_tokens":
+        argv = ["tokenizer", "decode", "--tokenizer", str(corpus_file), "[1, 2]"]
+    else:
+        argv += ["--data", str(data)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lantern: error: ") and err.count("\n") == 1
+    assert out.read_text() == "precious"
+
+
+def test_cli_train_refuses_to_overwrite(corpus_file, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    out.write_text("precious")
+    assert main(["tokenizer", "train", "--data", str(corpus_file), "--output", str(out),
+                 "--vocab_size", "400"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_text() == "precious"
+
+
+def test_trainer_uses_tiktoken_with_a_local_encoding_file(tmp_path):
+    from lantern.training.trainer import TrainConfig, prepare_data
+
+    rank_file = tmp_path / "tiny.tiktoken"
+    write_tiktoken_file(rank_file)
+    data = prepare_data(TrainConfig(tokenizer="tiktoken", encoding=str(rank_file),
+                                    corpus_chars=3000), None)
+    assert data.tokenizer.kind == "tiktoken" and data.tokenizer.vocab_size == 262
+    assert data.tokenizer.eos_id in np.asarray(data.train_tokens).tolist()
