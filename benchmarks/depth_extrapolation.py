@@ -5,7 +5,7 @@ Three models of the same shape (1 block, trained around 4 steps per block) on th
 - random:  depth drawn uniformly from 1..4 each step (`--depth_schedule random:1-4`);
 - random+reinject: the same, with input re-injection at each recurrence.
 
-    .venv/bin/python benchmarks/depth_extrapolation.py              # ~4 min on 2 cores
+    .venv/bin/python benchmarks/depth_extrapolation.py              # ~8 min on 2 free cores
     .venv/bin/python benchmarks/depth_extrapolation.py --steps 200  # quicker, noisier
 """
 

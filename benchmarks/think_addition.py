@@ -2,14 +2,14 @@
 
 Text: one problem per line, "07+85=092". Two models of the same shape (2 blocks x 2 steps,
 width 128, context 64) train on the same problems; one with pause-token training
-(`--pause_tokens 6`: six THINK tokens per 64-character window at random places, targets
+(`--pause_tokens 2`: two THINK tokens per 64-character window at random places, targets
 ignored). Accuracy (exact answer, greedy) on 400 held-out problems (operand pairs never seen in
 training), answering:
 - plain:       straight after "=";
 - THINK x k:   after k THINK tokens appended to the prompt;
 - adaptive:    GenerationController inserting THINK where the answer is uncertain (tau_high).
 
-    .venv/bin/python benchmarks/think_addition.py          # ~5 min on 2 cores
+    .venv/bin/python benchmarks/think_addition.py     # ~10 min on 2 shared cores
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def accuracy(model, tokenizer, pairs, think_tokens: int, threshold: float | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--problems", type=int, default=60_000)
+    parser.add_argument("--pause_tokens", type=int, default=2, help="THINK tokens per window")
     args = parser.parse_args()
     work = Path(tempfile.gettempdir()) / "lantern_bench_think"
     work.mkdir(exist_ok=True)
@@ -78,7 +79,8 @@ def main() -> None:
     pairs = [(a, b) for a in range(100) for b in range(100) if held_out(a, b)]
     pairs = random.Random(1).sample(pairs, min(400, len(pairs)))
     rows = {}
-    for name, pause in (("no pause training", 0), ("pause training (6/window)", 6)):
+    for name, pause in (("no pause training", 0),
+                        (f"pause training ({args.pause_tokens}/window)", args.pause_tokens)):
         out = work / f"pause_{pause}_{args.steps}"
         cfg = TrainConfig(config="gpt-128", data_path=str(data), hidden_size=128, num_heads=4,
                           num_blocks=2, steps_per_block=2, seq_length=64, batch_size=32,

@@ -175,3 +175,21 @@ def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
     assert "THINK" in err and "compute" in err
     assert main(argv[:-7] + ["--adaptive", "--tau_low", "2", "--tau_mid", "1"]) == 1
     assert "lantern: error: thresholds" in capsys.readouterr().err
+
+
+def test_shallow_tokens_leave_no_empty_cache_layer():
+    model = recursive_model(num_blocks=2, steps_per_block=3)
+    controller = make_controller(model, (INF, INF, INF))  # every token at 1 step per block
+    seen = []
+    original = model.transformer.prepare
+
+    def spy(*args, **kwargs):
+        ctx = original(*args, **kwargs)
+        seen.append(ctx.cache)
+        return ctx
+
+    model.transformer.prepare = spy
+    controller.generate(torch.tensor([[5, 6]]))
+    cache = seen[-1]
+    filled = cache.keys[:, :, :, : cache.length].abs().sum(dim=(1, 2, 4))  # (layers, positions)
+    assert cache.keys.shape[0] == 6 and (filled > 0).all()

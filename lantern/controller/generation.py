@@ -158,8 +158,7 @@ class GenerationController:
                 probs = samples.mean(0)
             signals = uc.signals(probs, self.embedding_matrix, samples)
         t = self.transformer
-        if len(t.blocks) == 1:
-            t.fill_skipped(state.h, state.last_input, 0, state.depth, state.ctx)
+        t.fill_skipped(state.h, state.last_input, len(t.blocks) - 1, state.depth, state.ctx)
         return probs, signals, runs
 
     def _choose(self, probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
