@@ -23,7 +23,7 @@ from lantern.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from lantern.config import LANTERNConfig, preset_config
 from lantern.data.batches import WindowSampler, eval_windows
 from lantern.data.stories import build_corpus
-from lantern.data.text import check_text_file, read_text_file
+from lantern.data.text import read_text_file
 from lantern.data.token_store import encode_text, is_token_file, load_tokens
 from lantern.device import autocast, pick_device, pick_dtype
 from lantern.errors import LanternError
@@ -34,11 +34,10 @@ from lantern.tokenizers import (
     CharTokenizer,
     HFTokenizerAdapter,
     Tokenizer,
-    load_tokenizer,
+    resolve_tokenizer,
     tokenizer_from_json,
 )
 from lantern.tokenizers.base import EOS
-from lantern.tokenizers.tiktoken_adapter import TiktokenTokenizer
 from lantern.training.depth import DepthSchedule
 from lantern.training.logs import LOG_FILE, PLOT_FILE, TrainingLog, plot_losses
 from lantern.training.optim import learning_rate_at, make_optimizer
@@ -142,10 +141,8 @@ def make_tokenizer(cfg: TrainConfig, texts: list[str]) -> Tokenizer:
         return CharTokenizer.train(texts)
     if cfg.tokenizer == "bpe":
         return HFTokenizerAdapter.train_bpe(texts, vocab_size=cfg.vocab_size or 4096)
-    if cfg.tokenizer == "tiktoken":
-        return TiktokenTokenizer(cfg.encoding)
-    if Path(cfg.tokenizer).exists():
-        return load_tokenizer(cfg.tokenizer)
+    if cfg.tokenizer == "tiktoken" or Path(cfg.tokenizer).exists():
+        return resolve_tokenizer(cfg.tokenizer, cfg.encoding)
     raise LanternError(
         f"--tokenizer must be char, bpe, tiktoken or a tokenizer file (got {cfg.tokenizer!r})")
 
@@ -153,10 +150,10 @@ def make_tokenizer(cfg: TrainConfig, texts: list[str]) -> Tokenizer:
 def prepare_data(cfg: TrainConfig, tokenizer: Tokenizer | None) -> RunData:
     """Build (or reuse) the tokenizer and the train/validation token arrays. Train and
     validation always share one vocabulary."""
-    jsonl = cfg.data_path is not None and is_token_file(cfg.data_path)
+    token_file = cfg.data_path is not None and is_token_file(cfg.data_path)
     known = cfg.tokenizer == "tiktoken" or Path(cfg.tokenizer).exists()
-    if jsonl and tokenizer is None and not known:
-        raise LanternError("JSONL token files need --tokenizer FILE: the tokenizer that made them")
+    if token_file and tokenizer is None and not known:
+        raise LanternError("token files (.jsonl, .bin) need --tokenizer FILE: the tokenizer that made them")
     if cfg.data_path is None:
         text = builtin_corpus_text(cfg.corpus_chars, cfg.seed)
         tokenizer = tokenizer or make_tokenizer(cfg, [text])
@@ -164,12 +161,10 @@ def prepare_data(cfg: TrainConfig, tokenizer: Tokenizer | None) -> RunData:
         source = f"built-in story corpus ({len(text):,} characters)"
     else:
         if tokenizer is None:
-            texts = [] if jsonl else [read_text_file(cfg.data_path)]
-            if cfg.val_data_path and not cfg.val_data_path.endswith(".jsonl") and cfg.tokenizer == "char":
+            texts = [] if token_file else [read_text_file(cfg.data_path)]
+            if cfg.val_data_path and not is_token_file(cfg.val_data_path) and cfg.tokenizer == "char":
                 texts.append(read_text_file(cfg.val_data_path))
             tokenizer = make_tokenizer(cfg, texts)
-        else:
-            check_text_file(cfg.data_path) if not jsonl else None
         tokens = load_tokens(cfg.data_path, tokenizer)
         source = cfg.data_path
     if cfg.val_data_path:
