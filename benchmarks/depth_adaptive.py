@@ -26,9 +26,8 @@ INF = float("inf")
 
 def score(model, rows, uc: UncertaintyController) -> tuple[float, float]:
     """Mean loss and compute (fraction of always-max-depth block applications)."""
-    controller = GenerationController(model.transformer, model.lm_head,
-                                      model.get_embedding_matrix(), uc,
-                                      GenerationConfig(temperature=0.0))
+    controller = GenerationController(model, uncertainty_controller=uc,
+                                      config=GenerationConfig(temperature=0.0))
     losses, runs, count = 0.0, 0, 0
     for ids in rows:
         trace = controller.generate(ids[None, :1], targets=ids[None, 1:]).trace[0]

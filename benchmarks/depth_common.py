@@ -38,7 +38,7 @@ def trained_model(name: str, steps: int = 500, **overrides) -> tuple[LANTERNMode
     final = Path(cfg.output_dir) / "final_model.pt"
     if final.exists():
         model, _, state = load_model(final)
-        if state.get("train_config") == cfg.__dict__:
+        if state.get("train_config") == cfg.to_dict():
             return model.eval(), cfg
     print(f"training {name} ({steps} steps)...", flush=True)
     train(cfg, quiet=True)

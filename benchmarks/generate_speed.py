@@ -17,8 +17,8 @@ import time
 import torch
 
 from lantern.config import preset_config
-from lantern.generation.decode import stream_tokens
-from lantern.generation.sampling import SamplingConfig
+from lantern.generation.core import generate_stream
+from lantern.generation.settings import GenerationConfig
 from lantern.models.lantern_model import LANTERNModel
 
 VOCAB = 65  # tiny Shakespeare's characters
@@ -30,7 +30,8 @@ MODELS = {
 
 @torch.inference_mode()
 def lantern_cached(model: LANTERNModel, prompt: torch.Tensor, new: int) -> None:
-    for _ in stream_tokens(model, prompt, new, SamplingConfig(temperature=1.0)):
+    config = GenerationConfig(temperature=1.0, max_new_tokens=new, seed=0)
+    for _ in generate_stream(model, None, prompt.tolist(), config):
         pass
 
 
@@ -82,7 +83,7 @@ def main() -> None:
     except ImportError:
         have_hf = False
         print("note: transformers is not installed; skipping its comparison "
-              "(pip install 'lantern[bench]')")
+              "(scripts/setup.sh installs it)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
           f"{args.new_tokens} new tokens, tokens/s (all rows of the batch counted)")
     header = f"{'model':<24}{'batch':>6}{'LANTERN cache':>15}{'no cache':>11}{'ratio':>8}"

@@ -26,10 +26,11 @@ from torch import nn
 
 from lantern.checkpoint import load_model
 from lantern.data.batches import eval_windows
+from lantern.data.corpus import builtin_corpus_text
 from lantern.data.token_store import load_tokens
 from lantern.tokenizers import CharTokenizer
 from lantern.training.optim import learning_rate_at
-from lantern.training.trainer import TrainConfig, builtin_corpus_text, train
+from lantern.training.trainer import TrainConfig, train
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 WIDTH, HEADS, LAYERS, CONTEXT, BATCH = 128, 4, 4, 64, 12

@@ -8,6 +8,7 @@ A run directory holds `checkpoint_step_N.pt` (full training state), `best_model.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import zipfile
@@ -26,7 +27,11 @@ _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt$")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({**payload, "format_version": FORMAT_VERSION}, f))
+    """Serialized in memory first, so a failing write (full disk, size limit) surfaces as the
+    OSError it is rather than as torch's zip-writer assertion."""
+    buffer = io.BytesIO()
+    torch.save({**payload, "format_version": FORMAT_VERSION}, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -36,7 +41,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise LanternError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LanternError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
     if not isinstance(data, dict) or "model_state_dict" not in data:
@@ -69,6 +74,9 @@ def model_file(path: str | Path) -> Path:
         for name in ("final_model.pt", "best_model.pt"):
             if (path / name).is_file():
                 return path / name
+        if not step_checkpoints(path):
+            raise LanternError(f"no model in {path} (no final_model.pt, best_model.pt or "
+                               "checkpoint_step_N.pt)")
         return latest_checkpoint(path)
     if not path.exists():
         raise LanternError(f"checkpoint not found: {path}")

@@ -47,7 +47,7 @@ def best_by_enumeration(model, prompt, length, stop, length_penalty):
 
 def test_wide_beam_finds_the_highest_scoring_sequence(model):
     prompt, length = [1, 2], 3
-    found = beam_search(model, torch.tensor([prompt]), num_beams=VOCAB**2, max_new_tokens=length)
+    found = beam_search(model, [prompt], num_beams=VOCAB**2, max_new_tokens=length)
     best = max(itertools.product(range(VOCAB), repeat=length),
                key=lambda seq: log_prob(model, prompt, list(seq)))
     assert found[0][0].tokens == list(best)
@@ -57,7 +57,7 @@ def test_wide_beam_finds_the_highest_scoring_sequence(model):
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
 def test_stop_token_and_length_penalty_match_enumeration(model, length_penalty):
     prompt, length, stop = [3], 3, 0
-    found = beam_search(model, torch.tensor([prompt]), num_beams=VOCAB**2, max_new_tokens=length,
+    found = beam_search(model, [prompt], num_beams=VOCAB**2, max_new_tokens=length,
                         stop_ids={stop}, length_penalty=length_penalty)
     best, score = best_by_enumeration(model, prompt, length, stop, length_penalty)
     assert found[0][0].tokens == best
@@ -65,7 +65,7 @@ def test_stop_token_and_length_penalty_match_enumeration(model, length_penalty):
 
 
 def test_hypotheses_sorted_and_scores_consistent(model):
-    found = beam_search(model, torch.tensor([[1, 4]]), num_beams=3, max_new_tokens=4)[0]
+    found = beam_search(model, [[1, 4]], num_beams=3, max_new_tokens=4)[0]
     assert len(found) == 3
     assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
     for h in found:
@@ -74,7 +74,7 @@ def test_hypotheses_sorted_and_scores_consistent(model):
 
 def test_one_beam_is_greedy(model):
     prompt = [2, 3]
-    found = beam_search(model, torch.tensor([prompt]), num_beams=1, max_new_tokens=5)[0][0]
+    found = beam_search(model, [prompt], num_beams=1, max_new_tokens=5)[0][0]
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(5):
@@ -83,17 +83,14 @@ def test_one_beam_is_greedy(model):
 
 
 def test_batched_prompts_of_different_lengths(model):
-    from lantern.generation.decode import left_pad
-
     prompts = [[1, 2, 3, 4], [2]]
-    ids, valid = left_pad(prompts, pad_id=0)
-    together = beam_search(model, ids, num_beams=4, max_new_tokens=4, valid=valid)
+    together = beam_search(model, prompts, num_beams=4, max_new_tokens=4)
     for row, prompt in enumerate(prompts):
-        alone = beam_search(model, torch.tensor([prompt]), num_beams=4, max_new_tokens=4)
+        alone = beam_search(model, [prompt], num_beams=4, max_new_tokens=4)
         assert together[row][0].tokens == alone[0][0].tokens
 
 
 def test_early_stopping_ends_with_enough_finished(model):
-    found = beam_search(model, torch.tensor([[1]]), num_beams=2, max_new_tokens=30,
+    found = beam_search(model, [[1]], num_beams=2, max_new_tokens=30,
                         stop_ids={0, 1, 2}, early_stopping=True)[0]
     assert len(found) == 2 and all(h.tokens[-1] in {0, 1, 2} for h in found)

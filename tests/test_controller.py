@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -29,9 +30,7 @@ def make_controller(model, taus=(INF, INF, INF), think=True, **kwargs) -> Genera
     uc = UncertaintyController(*taus, **kwargs)
     cfg = GenerationConfig(max_new_tokens=8, temperature=0.0,
                            think_token_id=THINK if think else None, eos_token_id=None)
-    return GenerationController(model=model.transformer, lm_head=model.lm_head,
-                                embedding_matrix=model.get_embedding_matrix(),
-                                uncertainty_controller=uc, config=cfg)
+    return GenerationController(model=model, uncertainty_controller=uc, config=cfg)
 
 
 def test_seed_snippet_runs_verbatim():
@@ -150,46 +149,98 @@ def test_windowed_generation_keeps_cache_flat():
 def test_bad_settings_are_clear_errors():
     with pytest.raises(LanternError, match="tau_low <= tau_mid"):
         UncertaintyController(3.0, 2.0, 1.0)
-    model = recursive_model()
-    controller = make_controller(model)
-    controller.config.max_new_tokens = 100
-    with pytest.raises(LanternError, match="context length"):
-        controller.generate(torch.tensor([[5, 6]]))
+    model = recursive_model(position="learned")
+    with pytest.raises(LanternError, match="pass model=model"):
+        GenerationController(model.transformer, model.lm_head, model.get_embedding_matrix())
+
+
+@torch.no_grad()
+def sliding_reference(model, prompt: list[int], new: int, steps: int) -> list[int]:
+    """Uncached greedy decoding at a fixed depth, with the documented slide (newest 3/4)."""
+    context = model.config.context_length
+    keep = int(context * 0.75)
+    view, out = list(prompt), []
+    for _ in range(new):
+        out.append(int(model(torch.tensor([view]), steps_per_block=steps)[0][0, -1].argmax()))
+        if len(view) == context:
+            view = view[-(keep - 1):]
+        view.append(out[-1])
+    return out
+
+
+def test_adaptive_generation_slides_past_the_context():
+    """The controller runs on the core, so it slides like every other generator."""
+    model = recursive_model(position="learned", context_length=12, dropout=0.0)
+    controller = make_controller(model, (-1, -1, INF), think=False)  # always the deepest depth
+    controller.config.max_new_tokens = 40
+    result = controller.generate(torch.tensor([[5, 6, 7]]))
+    assert result.new_tokens[0] == sliding_reference(model, [5, 6, 7], 40, 3)
+
+
+def test_mc_dropout_uses_the_trained_rate_and_never_changes_the_choice():
+    """Defect 7: MC dropout forced p = 0.1 on any model and sampled from the perturbed mean."""
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    plain = recursive_model(dropout=0.0)
+    controller = make_controller(plain, (-1, -1, INF), think=False, mc_samples=4)
+    assert not controller.has_epistemic_signal
+    result = controller.generate(prompt)
+    assert all(t.epistemic == 0.0 and t.applications == 3 for t in result.trace[0][1:])
+    trained = recursive_model(dropout=0.3)
+    controller = make_controller(trained, (-1, -1, INF), think=False, mc_samples=4)
+    assert controller.has_epistemic_signal and controller.mc_rate == 0.3
+    result = controller.generate(prompt)
+    assert all(t.epistemic > 0 and t.applications == 3 + 4 for t in result.trace[0][1:])
+    # Tokens come from the deterministic distribution, not the Monte-Carlo average.
+    ids = prompt
+    for token in result.new_tokens[0]:
+        assert controller.reference_probs(ids, 3).argmax().item() == token
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
 
 
 def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
+    from lantern.checkpoint import save_checkpoint
     from lantern.cli.main import main
-    from lantern.training.trainer import TrainConfig, train
+    from lantern.tokenizers import CharTokenizer
+    from tests.conftest import TINY_TEXT
 
-    run = tmp_path / "run"
-    train(TrainConfig(config="gpt-64", max_steps=2, batch_size=2, seq_length=32,
-                      corpus_chars=4000, eval_interval=2, eval_batches=1, save_interval=2,
-                      sample_length=2, num_samples=0, steps_per_block=2, output_dir=str(run)),
-          quiet=True)
-    argv = ["generate", "--checkpoint", str(run), "--prompt", "Once", "--max_new_tokens", "8",
-            "--seed", "1", "--adaptive", "--tau_low", "0", "--tau_mid", "0", "--tau_high", "0",
-            "--trace"]
+    tokenizer = CharTokenizer.train([TINY_TEXT])
+    config = tiny_config(vocab_size=tokenizer.vocab_size, num_blocks=1, steps_per_block=2,
+                         position="rope", dropout=0.1)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "model.pt", {
+        "model_state_dict": LANTERNModel(config).state_dict(), "config": config.to_dict(),
+        "tokenizer": tokenizer.to_json(), "step": 1})
+    out_file = tmp_path / "samples.jsonl"
+    argv = ["generate", "--checkpoint", str(tmp_path / "model.pt"), "--prompt", "Once",
+            "--max_new_tokens", "8", "--seed", "1", "--adaptive", "--tau_low", "0", "--tau_mid",
+            "0", "--tau_high", "0", "--trace"]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith("Once") and "<think>" not in out
     assert "THINK" in err and "compute" in err
+    # Flags that used to be ignored with --adaptive now act: samples, output, stop strings.
+    assert main(argv + ["--num_samples", "3", "--output", str(out_file), "--stop", "e",
+                        "--min_p", "0.05", "--repetition_penalty", "1.2"]) == 0
+    records = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(records) == 3 and all("e" not in r["text"] for r in records)
     assert main(argv[:-7] + ["--adaptive", "--tau_low", "2", "--tau_mid", "1"]) == 1
     assert "lantern: error: thresholds" in capsys.readouterr().err
+    assert main(argv + ["--num_beams", "2"]) == 1
+    assert "has no effect with --num_beams" in capsys.readouterr().err
 
 
 def test_shallow_tokens_leave_no_empty_cache_layer():
     model = recursive_model(num_blocks=2, steps_per_block=3)
     controller = make_controller(model, (INF, INF, INF))  # every token at 1 step per block
     seen = []
-    original = model.transformer.prepare
+    original = model.transformer.finish
 
-    def spy(*args, **kwargs):
-        ctx = original(*args, **kwargs)
-        seen.append(ctx.cache)
-        return ctx
+    def spy(ctx):
+        original(ctx)  # every layer has written this token's keys by now
+        seen.append((ctx.cache.keys.clone(), int(ctx.cache.lengths[0])))
 
-    model.transformer.prepare = spy
+    model.transformer.finish = spy
     controller.generate(torch.tensor([[5, 6]]))
-    cache = seen[-1]
-    filled = cache.keys[:, :, :, : cache.length].abs().sum(dim=(1, 2, 4))  # (layers, positions)
-    assert cache.keys.shape[0] == 6 and (filled > 0).all()
+    keys, length = seen[-1]
+    filled = keys[:, :, :, :length].abs().sum(dim=(1, 2, 4))  # (layers, positions)
+    assert keys.shape[0] == 6 and (filled > 0).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,12 @@ def bpe(stories):
     return train_tokenizer([stories], "bpe", vocab_size=600)
 
 
+def documents_reference(path, tokenizer) -> list[int]:
+    """Independent reference: every non-blank line is a document, encoded alone, closed by <eos>."""
+    return [i for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            for i in [*tokenizer.encode(line), tokenizer.eos_id]]
+
+
 def test_streamed_encoding_equals_whole_text_encoding(stories, bpe, monkeypatch):
     monkeypatch.setattr(token_store, "_PIECE_CHARS", 777)
     monkeypatch.setattr(token_store, "_BLOCK_BYTES", 5000)
@@ -57,8 +64,7 @@ def test_load_tokens_caches_text_and_reads_jsonl_and_shards(stories, bpe, tmp_pa
     assert jsonl.tolist() == single.tolist() == sharded.tolist()
     rows = [json.loads(r) for r in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert max(len(r) for r in rows) <= 16
-    lines = [x for x in stories.read_text().splitlines() if x.strip()]
-    assert single.tolist().count(bpe.eos_id) == len(lines)  # one <eos> per document
+    assert single.tolist() == documents_reference(stories, bpe)
 
 
 def test_shard_without_eos_keeps_the_text(stories, bpe, tmp_path):
@@ -102,7 +108,12 @@ def test_cli_stats_prints_the_figures(tmp_path, capsys):
     assert "unique non-empty lines  3 (75.0%)" in out and "duplicate lines         1" in out
 
 
-@pytest.mark.parametrize("case", ["missing", "binary", "latin1", "bad_tokenizer", "same_file"])
+TOKENIZE_ERRORS = {"missing": "not found", "binary": "binary", "latin1": "not UTF-8",
+                   "bad_tokenizer": "not a LANTERN or Hugging Face tokenizer",
+                   "same_file": "overwrite the input", "existing": "already exists"}
+
+
+@pytest.mark.parametrize("case", list(TOKENIZE_ERRORS))
 def test_cli_tokenize_bad_input(case, stories, bpe, tmp_path, capsys):
     tok_file = tmp_path / "bpe.json"
     tok_file.write_text(bpe.to_json())
@@ -125,7 +136,39 @@ def test_cli_tokenize_bad_input(case, stories, bpe, tmp_path, capsys):
     assert main(["data", "tokenize", str(source), str(out), "--tokenizer", str(tok_file)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lantern: error: ") and err.count("\n") == 1
+    assert TOKENIZE_ERRORS[case] in err
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["t.bin", "--max_length", "8"], "--max_length sets the rows of a .jsonl output"),
+    (["t.jsonl", "--encoding", "gpt2"], "--encoding picks a tiktoken encoding"),
+    (["t.jsonl", "--shard_tokens", "8"], "--shard_tokens writes binary shards"),
+    (["t.txt"], "must end in .jsonl or .bin"),
+    (["lines.txt/t.jsonl"], "is a file, not a directory"),
+])
+def test_cli_tokenize_refuses_flags_it_would_ignore(extra, message, bpe, tmp_path, capsys,
+                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("lines.txt").write_text("\n".join(LINES), encoding="utf-8")
+    Path("bpe.json").write_text(bpe.to_json())
+    before = sorted(tmp_path.iterdir())
+    assert main(["data", "tokenize", "lines.txt", extra[0], "--tokenizer", "bpe.json",
+                 *extra[1:]]) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before  # refused before writing anything
+
+
+def test_cli_tokenize_overwrite_drops_stale_shards(stories, bpe, tmp_path):
+    tok_file = tmp_path / "bpe.json"
+    tok_file.write_text(bpe.to_json())
+    argv = ["data", "tokenize", str(stories), str(tmp_path / "shards"), "--tokenizer", str(tok_file)]
+    assert main([*argv, "--shard_tokens", "500"]) == 0
+    assert main([*argv, "--shard_tokens", "100000"]) == 1  # a directory of shards is kept
+    assert main([*argv, "--shard_tokens", "100000", "--overwrite"]) == 0
+    assert [p.name for p in (tmp_path / "shards").iterdir()] == ["shard-00000.bin"]
+    shard = token_store.read_shard(tmp_path / "shards" / "shard-00000.bin")
+    assert shard.tolist() == documents_reference(stories, bpe)
 
 
 def test_trainer_reads_shards(stories, bpe, tmp_path):
@@ -138,5 +181,5 @@ def test_trainer_reads_shards(stories, bpe, tmp_path):
     data = prepare_data(TrainConfig(data_path=str(tmp_path / "t.bin"), tokenizer=str(tok_file)),
                         None)
     assert data.tokenizer.vocab_size == bpe.vocab_size
-    assert len(data.train_tokens) + len(data.val_tokens) == len(
-        token_store.read_shard(tmp_path / "t.bin"))
+    joined = np.concatenate([np.asarray(data.train_tokens), np.asarray(data.val_tokens)])
+    assert joined.tolist() == token_store.read_shard(tmp_path / "t.bin").tolist()

@@ -62,7 +62,7 @@ def test_commands_change_settings_and_bad_input_is_survived(model_file):
     send(child, "/topk x", "error: /topk: 'x' is not a number")
     send(child, "/len", "error: /len needs a value")
     send(child, "/bogus", "error: unknown command /bogus")
-    send(child, "snow\u2603man", "error: the prompt has characters")
+    send(child, "/len 0", "error: --max_new_tokens must be positive")
     send(child, "/reset", "Conversation cleared")
     child.sendline("/quit")
     child.expect(pexpect.EOF)
@@ -80,8 +80,9 @@ def test_same_seed_same_answer_and_length_limit(model_file):
         child.sendline("Once")
         child.expect(r"Once(.*)\r\n> ")
         answers.append(child.match.group(1).split("\r\n")[-1])
-    # The prompt is echoed, then exactly 12 new characters follow it.
-    assert answers[0] == answers[1] and answers[0].startswith("Once") and len(answers[0]) == 16
+    # The prompt is echoed, then at most 12 new characters follow it (one per token; byte
+    # tokens of the character vocabulary may need several for one character).
+    assert answers[0] == answers[1] and answers[0].startswith("Once") and 4 < len(answers[0]) <= 16
     child.sendeof()
     child.expect(pexpect.EOF)
 

@@ -12,6 +12,7 @@ import pytest
 
 from lantern.cli.main import main
 from lantern.data import prepare as prep
+from lantern.errors import LanternError
 
 STORY = "Once upon a time, {i} foxes\nplayed in the park.\n\nThey were happy. Ő ű 😀\n"
 
@@ -114,10 +115,14 @@ def test_download_sample_streams_and_full_download_is_cached(http_root, tmp_path
     monkeypatch.setitem(prep.CORPORA, "tinystories", corpus)
     results = prep.prepare("tinystories", tmp_path / "d", sample_size=7)
     assert [n for _, n in results] == [7, 1]
+    assert results[0][0].read_text(encoding="utf-8").splitlines() == [
+        f"Once upon a time, {i} foxes played in the park. They were happy. Ő ű 😀" for i in range(7)]
     cache = prep.datasets_cache() / "tinystories"
     assert not cache.exists()  # a sample is streamed, never downloaded whole
     prep.prepare("tinystories", tmp_path / "f", full=True)
-    assert (cache / "train.txt").stat().st_size == (root / "train.txt").stat().st_size
+    assert (cache / "train.txt").read_bytes() == (root / "train.txt").read_bytes()
+    full = (tmp_path / "f" / "tinystories_train.txt").read_text(encoding="utf-8").splitlines()
+    assert len(full) == 2000 and full[1999].startswith("Once upon a time, 1999 foxes")
     (root / "train.txt").unlink()  # the cached copy now serves later runs
     results = prep.prepare("tinystories", tmp_path / "g", sample_size=4)
     assert [n for _, n in results] == [4, 1]
@@ -141,3 +146,26 @@ def test_shakespeare_keeps_its_lines(tmp_path):
     assert [(p.name, n) for p, n in results] == [("shakespeare_sample.txt", 3)]
     assert results[0][0].read_text() == "First Citizen:\nBefore we proceed any further, hear me " \
                                         "speak.\n\n"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(name="tinystories", sample_size=4, valid_size=-2), "--valid_size must be positive"),
+    (dict(name="tinystories", sample_size=4, valid_size=0), "--valid_size must be positive"),
+    (dict(name="shakespeare", sample_size=4, valid_size=2), "no validation split"),
+    (dict(name="tinystories", full=True, valid_size=2), "applies to samples"),
+])
+def test_valid_size_is_refused_where_it_would_be_ignored(options, message, tinystories_dir,
+                                                          tmp_path):
+    with pytest.raises(LanternError, match=message):
+        prep.prepare(data_dir=tmp_path / "d", source=tinystories_dir, **options)
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_dir_through_a_file_is_one_clear_line(tinystories_dir, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("precious")
+    assert main(["data", "prepare", "tinystories", "--sample_size", "3", "--data_dir",
+                 str(blocker / "data"), "--source", str(tinystories_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.txt is a file, not a directory" in err
+    assert blocker.read_text() == "precious"

@@ -2,6 +2,7 @@
 
 import random
 import re
+import string
 
 import pytest
 
@@ -121,13 +122,45 @@ def test_negative_sizes_are_rejected() -> None:
         build_corpus(-1)
 
 
-def test_every_template_renders() -> None:
+def _drawn_words(base: str) -> list[str]:
+    if base == "toy":
+        return [*stories.TOY_NOUNS,
+                *(f"{adj} {noun}" for adj in stories.TOY_ADJECTIVES for noun in stories.TOY_NOUNS)]
+    return list(stories.WORDS[base])
+
+
+def _rendering_pattern(template: str, fixed: dict[str, object]) -> tuple[str, dict[str, bool]]:
+    """Independent reference: a regex matching exactly the correct renderings of `template`.
+
+    Fixed slots must show their value; every drawn slot one word of its list (with "a"/"an"
+    chosen by the first letter under the `:a` spec); a slot named twice, the same word."""
+    pattern, drawn = "", {}
+    for literal, field, spec, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if field is None:
+            continue
+        owner, _, attribute = field.partition(".")
+        if owner in fixed:
+            value = getattr(fixed[owner], attribute) if attribute else fixed[owner]
+            pattern += re.escape(str(value))
+        elif field in drawn:
+            pattern += f"(?P={field})"
+        else:
+            drawn[field] = spec == "a"
+            words = sorted(_drawn_words(field.rstrip("0123456789")), key=len, reverse=True)
+            if spec == "a":
+                words = [("an " if w[0] in "aeiouAEIOU" else "a ") + w for w in words]
+            pattern += f"(?P<{field}>" + "|".join(map(re.escape, words)) + ")"
+    return pattern, drawn
+
+
+def test_every_template_renders_exactly_as_written() -> None:
     rng = random.Random(0)
     groups = [*stories.OPENINGS, *(e for events in stories.EVENTS.values() for e in events)]
-    groups += [(line,) for line in (*stories.SETTINGS, *stories.CLOSINGS)]
+    groups += [(line,) for line in (*stories.SETTINGS, *stories.CLOSINGS, *stories.MORAL_LINES)]
     for theme in stories.THEMES:
         assert stories.MORALS[theme]
-    for _ in range(20):
+    for _ in range(4):  # four casts of characters; every template with each
         hero = stories._make_character(rng)
         fixed = {
             "a": hero,
@@ -136,5 +169,24 @@ def test_every_template_renders() -> None:
             "to_place": "to the park",
             "moral": "kindness matters",
         }
-        for group in groups + [(line,) for line in stories.MORAL_LINES]:
-            assert stories._render(rng, group, fixed)
+        assert fixed["b"].name != hero.name
+        for group in groups:
+            rendered = stories._render(rng, group, fixed)
+            assert len(rendered) == len(group)
+            words: dict[str, str] = {}
+            for template, sentence in zip(group, rendered, strict=True):
+                pattern, drawn = _rendering_pattern(template, fixed)
+                start = 1 if sentence.startswith('"') else 0
+                assert sentence[start].isupper(), sentence
+                lowered = sentence[:start] + sentence[start].lower() + sentence[start + 1:]
+                match = re.fullmatch(pattern, sentence) or re.fullmatch(pattern, lowered)
+                assert match, (template, sentence)
+                for slot, with_article in drawn.items():
+                    word = match[slot].split(" ", 1)[1] if with_article else match[slot]
+                    assert words.setdefault(slot, word) == word, (group, rendered)  # shared
+            by_base: dict[str, set[str]] = {}
+            for slot, word in words.items():
+                by_base.setdefault(slot.rstrip("0123456789"), set()).add(word)
+            numbered = {slot.rstrip("0123456789") for slot in words if slot[-1].isdigit()}
+            for base in numbered:  # item1, item2, item3: three different items
+                assert len(by_base[base]) == sum(s.rstrip("0123456789") == base for s in words)

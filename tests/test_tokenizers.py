@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from lantern import chat_template
 from lantern.cli.main import main
 from lantern.errors import LanternError
 from lantern.tokenizers import (
@@ -70,22 +71,59 @@ def test_special_tokens_are_single_ids_and_never_split(corpus_file, kind):
         assert tok.token_to_id(special) in ids
         assert tok.decode(ids) == f"x{special}y"
     assert tok.encode("<eos>") == [tok.eos_id]
-    assert len({tok.token_to_id(t) for t in SPECIAL_TOKENS}) == len(SPECIAL_TOKENS)
+    # the same ids in every vocabulary, so a model's special ids never depend on its tokenizer
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
 
 
-def test_bpe_respects_vocab_size_and_max_token_length(corpus_file):
-    tok = train_tokenizer([corpus_file], "bpe", vocab_size=350, max_token_length=3)
-    assert tok.vocab_size <= 350
-    pieces = [tok.decode([i]) for i in range(tok.vocab_size)]
-    assert max(len(p) for p in pieces if p not in SPECIAL_TOKENS) <= 3
+def test_special_tokens_take_the_chat_tags_from_the_chat_template():
+    assert set(chat_template.CHAT_TAGS) <= set(SPECIAL_TOKENS)
+    assert chat_template.example("Hi", "Szia", "Be kind.") == (
+        "<system>Be kind.</system><user>Hi</user><assistant>Szia</assistant>")
 
 
-def test_char_byte_fallback_handles_unseen_characters():
-    tok = CharTokenizer.train(["hello"], byte_fallback=True)
-    assert tok.token_to_id("<unk>") not in tok.encode("ő😀")
-    assert tok.decode(tok.encode("hő😀lo")) == "hő😀lo"
-    plain = CharTokenizer.train(["hello"])  # the trainer's default: unknown -> <unk>
-    assert plain.encode("ő") == [plain.token_to_id("<unk>")]
+def test_bpe_reaches_vocab_size_respects_max_token_length_and_compresses(corpus_file):
+    def longest(tok) -> int:
+        return max(len(tok.decode([i])) for i in range(len(SPECIAL_TOKENS), tok.vocab_size))
+
+    short = train_tokenizer([corpus_file], "bpe", vocab_size=290, max_token_length=3)
+    assert short.vocab_size == 290  # the corpus has merges for more: the size asked for is kept
+    assert longest(short) <= 3
+    assert len(short.encode(CORPUS)) < len(CORPUS.encode("utf-8")) * 0.6
+    assert longest(train_tokenizer([corpus_file], "bpe", vocab_size=400, max_token_length=16)) > 3
+
+
+def test_char_vocabulary_layout_and_byte_fallback_ids():
+    """Specials, then the sorted characters, then the 256 byte tokens <0x00>..<0xFF>; an unseen
+    character is its UTF-8 bytes (é = C3 A9), so `héllo` never becomes `h<unk>llo`."""
+    tok = CharTokenizer.train(["hello"])
+    n = len(SPECIAL_TOKENS)
+    assert [tok.token_to_id(c) for c in "ehlo"] == [n, n + 1, n + 2, n + 3]
+    first_byte = n + 4
+    assert tok.vocab_size == first_byte + 256 and tok.token_to_id("<0xC3>") == first_byte + 0xC3
+    assert tok.encode("hé") == [n + 1, first_byte + 0xC3, first_byte + 0xA9]
+    assert tok.encode("<0xC3>") == tok.encode("<") + tok.encode("0xC3>")  # names are not text
+    assert tok.decode(tok.encode("héllo 😀 ő")) == "héllo 😀 ő"
+    assert tok.decode([first_byte + 0xC3]) == "\ufffd"  # half a character: replaced, not raised
+
+
+def test_char_vocabulary_saved_before_byte_fallback_loads_as_before():
+    """A tokenizer.json written by db17e2b's `train` (no byte_fallback key) keeps its ids."""
+    old = json.dumps({"format": "lantern-char", "special_tokens": list(SPECIAL_TOKENS),
+                      "chars": list("ehlo")}, ensure_ascii=False)
+    tok = tokenizer_from_json(old)
+    n, unk = len(SPECIAL_TOKENS), SPECIAL_TOKENS.index("<unk>")
+    assert tok.vocab_size == n + 4 and tok.token_to_id("<0xC3>") is None
+    assert tok.encode("hé") == [n + 1, unk]
+    assert json.loads(tok.to_json()) == json.loads(old)
+    with pytest.raises(LanternError, match="outside"):
+        tok.decode([n + 4])
+
+
+def test_bad_text_is_a_clear_error_for_every_kind(any_tokenizer):
+    with pytest.raises(LanternError, match="lone surrogate U\\+DCFF at character 3"):
+        any_tokenizer.encode("caf\udcff")
+    with pytest.raises(LanternError, match="not bytes"):
+        any_tokenizer.encode(b"cafe")
 
 
 def test_tiktoken_maps_eos_to_endoftext(tmp_path):
@@ -94,7 +132,8 @@ def test_tiktoken_maps_eos_to_endoftext(tmp_path):
     tok = resolve_tokenizer("tiktoken", str(rank_file))
     assert tok.eos_id == 261 and tok.vocab_size == 262  # ranks 0..260, then <|endoftext|>
     ids = tok.encode("the end<eos>the")
-    assert ids.count(tok.eos_id) == 1
+    # by hand: "the" merges t+h (256) then th+e (258); " end" has no merges: its bytes
+    assert ids == [258, 32, 101, 110, 100, 261, 258]
     assert tok.decode(ids) == "the end<eos>the"
     assert tok.decode(ids, skip_special_tokens=True) == "the endthe"
 
@@ -137,10 +176,16 @@ def test_cli_train_encode_decode(corpus_file, tmp_path, capsys):
     assert capsys.readouterr().out == "Szia ő 😀\n"
 
 
-@pytest.mark.parametrize("case", ["missing", "binary", "small_vocab", "not_tokens"])
+CLI_ERRORS = {"missing": "not found", "binary": "binary", "small_vocab": "too small for BPE",
+              "not_tokens": "not valid JSON", "output_is_data": "is one of the --data files",
+              "unused_flag": "--min_freq does not apply to --type unigram"}
+
+
+@pytest.mark.parametrize("case", list(CLI_ERRORS))
 def test_cli_bad_input_one_line_error_nothing_overwritten(case, corpus_file, tmp_path, capsys):
     out = tmp_path / "tok.json"
     out.write_text("precious")
+    corpus_before = corpus_file.read_bytes()
     data = corpus_file
     argv = ["tokenizer", "train", "--vocab_size", "400", "--output", str(out), "--overwrite"]
     if case == "missing":
@@ -150,6 +195,10 @@ def test_cli_bad_input_one_line_error_nothing_overwritten(case, corpus_file, tmp
         data.write_bytes(bytes(range(256)) * 10)
     elif case == "small_vocab":
         argv[3] = "100"
+    elif case == "output_is_data":
+        argv[5] = str(corpus_file)
+    elif case == "unused_flag":
+        argv += ["--type", "unigram", "--min_freq", "3"]
     if case == "not_tokens":
         argv = ["tokenizer", "decode", "--tokenizer", str(corpus_file), "[1, 2]"]
     else:
@@ -157,7 +206,8 @@ def test_cli_bad_input_one_line_error_nothing_overwritten(case, corpus_file, tmp
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("lantern: error: ") and err.count("\n") == 1
-    assert out.read_text() == "precious"
+    assert CLI_ERRORS[case] in err
+    assert out.read_text() == "precious" and corpus_file.read_bytes() == corpus_before
 
 
 def test_cli_train_refuses_to_overwrite(corpus_file, tmp_path, capsys):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from lantern.cli.generate import add_model_flags, load_for_generation, settings_from_args
+from lantern.cli.generate import add_model_flags, config_from_args, open_engine
 from lantern.generation.interactive import InteractiveSession
-from lantern.generation.prompts import trained_on_chat
 
 
 def add_parser(subparsers) -> None:
@@ -26,9 +25,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    model, tokenizer, _ = load_for_generation(args)
-    chat = args.template == "chat" or (args.template == "auto" and trained_on_chat(model, tokenizer))
-    InteractiveSession(model, tokenizer, settings, chat=chat, system=args.system,
-                       seed=args.seed).run()
+    config_from_args(args)  # check every value before loading anything
+    with open_engine(args) as engine:
+        settings = config_from_args(args, engine.eos_id)
+        chat = args.template == "chat" or (args.template == "auto" and engine.knows_chat())
+        InteractiveSession(engine, settings, chat=chat, system=args.system, seed=args.seed).run()
     return 0

@@ -5,43 +5,49 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from lantern.checkpoint import load_model
-from lantern.controller.cli import add_adaptive_flags, run_adaptive
+from lantern.controller.cli import ADAPTIVE_ONLY, adaptive_generator, add_adaptive_flags
 from lantern.device import pick_device
 from lantern.errors import LanternError
+from lantern.export.gguf_generate import LlamaCppEngine, is_gguf, refuse_pytorch_only
 from lantern.fileio import atomic_write_text
+from lantern.generation.engine import TextEngine, TorchEngine, fit_prompt
 from lantern.generation.interactive import InteractiveSession
-from lantern.generation.prompts import encode_prompt, fit_context
-from lantern.generation.sampling import SamplingConfig
-from lantern.generation.textgen import Completion, GenerationSettings, complete
+from lantern.generation.settings import GenerationConfig
+from lantern.generation.textgen import Completion
 from lantern.tokenizers import load_tokenizer
+
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": None, "top_p": None, "min_p": None,
+                     "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by `generate` and `chat`: the model and how each token is chosen."""
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
-                   help="a .pt checkpoint or a run directory")
+                   help="a .pt checkpoint, a run directory, or a .gguf file (run by llama.cpp)")
     p.add_argument("--max_new_tokens", "--max_length", dest="max_new_tokens", type=int, default=200,
                    help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top_k", type=int, default=None, help="keep the k most likely tokens")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy [0.8]")
+    p.add_argument("--top_k", type=int, default=None, help="keep the k most likely tokens [off]")
+    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass [off]")
     p.add_argument("--min_p", type=float, default=None,
-                   help="drop tokens less likely than min_p x the most likely one")
-    p.add_argument("--repetition_penalty", type=float, default=1.0,
-                   help="> 1 makes tokens already in the text less likely")
-    p.add_argument("--presence_penalty", type=float, default=0.0,
-                   help="subtracted from the logit of every token already in the text")
-    p.add_argument("--frequency_penalty", type=float, default=0.0,
-                   help="subtracted once per occurrence of a token in the text")
+                   help="drop tokens less likely than min_p x the most likely one [off]")
+    p.add_argument("--repetition_penalty", type=float, default=None,
+                   help="> 1 makes tokens already in the text less likely [1.0 = off]")
+    p.add_argument("--presence_penalty", type=float, default=None,
+                   help="subtracted from the logit of every token already in the text [0.0]")
+    p.add_argument("--frequency_penalty", type=float, default=None,
+                   help="subtracted once per occurrence of a token in the text [0.0]")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when this text appears (repeatable); EOS always stops")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed: sample i uses seed + i, so the same seed gives the same text")
     p.add_argument("--steps_per_block", type=int, default=None,
                    help="recursion depth per block [the model's own]")
     p.add_argument("--tokenizer", default=None, help="tokenizer file [the checkpoint's own]")
@@ -59,11 +65,13 @@ def add_parser(subparsers) -> None:
     )
     add_model_flags(p)
     p.add_argument("--prompt", default=None, help="text to continue (default: a new document)")
-    p.add_argument("--num_samples", type=int, default=1, help="independent samples")
-    p.add_argument("--batch_size", type=int, default=8, help="samples generated at once")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="independent samples (with --num_beams: the best hypotheses)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="samples generated at once [8]")
     p.add_argument("--num_beams", type=int, default=1, help="> 1 = beam search")
-    p.add_argument("--length_penalty", type=float, default=1.0,
-                   help="beam score = log-prob / length^penalty (> 0 favours longer text)")
+    p.add_argument("--length_penalty", type=float, default=None,
+                   help="beam score = log-prob / length^penalty (> 0 favours longer text) [1.0]")
     p.add_argument("--early_stopping", action="store_true",
                    help="beam search ends once num_beams hypotheses are finished")
     p.add_argument("--output", default=None, metavar="FILE.jsonl",
@@ -75,18 +83,49 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run_generate)
 
 
-def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+def config_from_args(args: argparse.Namespace, eos_token_id: int | None = None,
+                     think_token_id: int | None = None) -> GenerationConfig:
     """Every generation flag, checked (a bad value is one clear error)."""
-    sampling = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-        frequency_penalty=args.frequency_penalty,
-    )
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens, sampling=sampling, stop_strings=tuple(args.stop),
-        num_beams=getattr(args, "num_beams", 1), length_penalty=getattr(args, "length_penalty", 1.0),
+    sampling = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+                for k, v in SAMPLING_DEFAULTS.items()}
+    length_penalty = getattr(args, "length_penalty", None)
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens, **sampling, stop_strings=tuple(args.stop),
+        eos_token_id=eos_token_id, think_token_id=think_token_id, seed=args.seed,
+        num_beams=getattr(args, "num_beams", 1),
+        length_penalty=1.0 if length_penalty is None else length_penalty,
         early_stopping=getattr(args, "early_stopping", False), steps_per_block=args.steps_per_block,
     )
+
+
+def given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The flags among `names` the user typed (those whose default is None or False)."""
+    return [f"--{n}" for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def refuse_conflicts(args: argparse.Namespace) -> None:
+    """Every flag works in the mode asked for, or is refused here by name."""
+    def refuse(flags: list[str], reason: str) -> None:
+        if flags:
+            raise LanternError(f"{', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no "
+                               f"effect {reason}")
+
+    beams = args.num_beams > 1
+    if beams:
+        refuse(given(args, *SAMPLING_DEFAULTS, "seed"), "with --num_beams (beam search is "
+               "deterministic; drop --num_beams to sample)")
+        refuse(given(args, "batch_size"), "with --num_beams (one search runs at a time)")
+        refuse(given(args, "adaptive"), "with --num_beams (adaptive depth samples token by token)")
+    else:
+        refuse(given(args, "length_penalty", "early_stopping"), "without --num_beams > 1")
+    if not args.adaptive:
+        refuse(given(args, *ADAPTIVE_ONLY), "without --adaptive")
+    if args.interactive:
+        refuse(given(args, "prompt", "output", "adaptive", "batch_size")
+               + (["--num_samples"] if args.num_samples != 1 else []),
+               "with --interactive (it reads prompts as you type, one answer each)")
+    if args.overwrite and not args.output:
+        raise LanternError("--overwrite replaces an --output file; give --output too")
 
 
 def load_for_generation(args: argparse.Namespace):
@@ -96,48 +135,39 @@ def load_for_generation(args: argparse.Namespace):
     return model, tokenizer, device
 
 
+@contextmanager
+def open_engine(args: argparse.Namespace) -> Iterator[TextEngine]:
+    """The model behind `--checkpoint`: a LANTERN run or checkpoint, or a GGUF for llama.cpp."""
+    if is_gguf(args.checkpoint):
+        refuse_pytorch_only(args)
+        engine: TextEngine = LlamaCppEngine(args.checkpoint)
+    else:
+        model, tokenizer, _ = load_for_generation(args)
+        sampler = adaptive_generator(args, model, tokenizer) if getattr(args, "adaptive", False) else None
+        engine = TorchEngine(model, tokenizer, sampler)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 def run_generate(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    refuse_conflicts(args)
     if args.num_samples <= 0:
         raise LanternError(f"--num_samples must be positive (got {args.num_samples})")
-    if args.batch_size <= 0:
-        raise LanternError(f"--batch_size must be positive (got {args.batch_size})")
-    if args.interactive and (args.output or args.prompt is not None):
-        raise LanternError("--interactive reads prompts as you type; drop --prompt and --output")
+    batch_size = args.batch_size if args.batch_size is not None else 8
+    if batch_size <= 0:
+        raise LanternError(f"--batch_size must be positive (got {batch_size})")
+    config_from_args(args)  # check every value before loading anything
     output = Path(args.output) if args.output else None
     if output is not None and output.exists() and not args.overwrite:
         raise LanternError(f"{output} already exists; pass --overwrite to replace it")
-    model, tokenizer, device = load_for_generation(args)
-    if args.interactive:
-        InteractiveSession(model, tokenizer, settings, chat=False, seed=args.seed).run()
-        return 0
-    prompt_ids, cut = fit_context(encode_prompt(tokenizer, args.prompt),
-                                  model.config.context_length)
-    if cut:
-        print(f"lantern: warning: the prompt is longer than the model's context "
-              f"({model.config.context_length} tokens); only its last "
-              f"{model.config.context_length} tokens are used", file=sys.stderr)
-    if args.adaptive:
-        return run_adaptive(args, model, tokenizer, prompt_ids, device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(args.seed) if args.seed is not None else generator.seed()
-    prefix = args.prompt or ""
-    stop_ids = {tokenizer.eos_id} - {None}
-    stream = args.num_samples == 1 and settings.num_beams == 1 and output is None
-    if stream:
-        sys.stdout.write(prefix)
-        complete(model, tokenizer, [prefix], [prompt_ids], settings, stop_ids, generator,
-                 on_text=lambda _row, piece: (sys.stdout.write(piece), sys.stdout.flush()))
-        print()
-        return 0
-    results: list[Completion] = []
-    with tqdm(total=args.num_samples, unit="sample", disable=args.num_samples == 1,
-              file=sys.stderr, dynamic_ncols=True) as bar:
-        while len(results) < args.num_samples:
-            count = min(args.batch_size, args.num_samples - len(results))
-            results += complete(model, tokenizer, [prefix] * count, [prompt_ids] * count,
-                                settings, stop_ids, generator)
-            bar.update(count)
+    with open_engine(args) as engine:
+        config = config_from_args(args, engine.eos_id, engine.think_id)
+        if args.interactive:
+            InteractiveSession(engine, config, chat=False, seed=args.seed).run()
+            return 0
+        results = generate_samples(engine, args, config, batch_size, stream=output is None)
     if output is not None:
         lines = [json.dumps({"sample": i + 1, "prompt": r.prompt, "text": r.text,
                              "num_tokens": r.num_tokens,
@@ -146,9 +176,37 @@ def run_generate(args: argparse.Namespace) -> int:
                  for i, r in enumerate(results)]
         atomic_write_text(output, "\n".join(lines) + "\n")
         print(f"wrote {len(results)} samples to {output}", file=sys.stderr)
-        return 0
-    for i, result in enumerate(results):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1} ---")
-        print(prefix + result.text)
     return 0
+
+
+def generate_samples(engine: TextEngine, args: argparse.Namespace, config: GenerationConfig,
+                     batch_size: int, stream: bool) -> list[Completion]:
+    """`--num_samples` completions of the prompt; one sample streams to the terminal, several
+    print once done (with `stream`), or are only returned (for --output)."""
+    prompt_ids = fit_prompt(engine.encode(args.prompt), engine.context_length)
+    prefix = args.prompt or ""
+    stop_ids = engine.stop_ids(chat=False)
+    live = stream and args.num_samples == 1 and config.num_beams == 1
+    on_text = None
+    if live:
+        sys.stdout.write(prefix)
+        on_text = lambda _row, piece: (sys.stdout.write(piece), sys.stdout.flush())  # noqa: E731
+    if config.num_beams > 1:
+        results = engine.best_beams(prefix, prompt_ids, config, stop_ids, args.num_samples)
+    else:
+        results = []
+        with tqdm(total=args.num_samples, unit="sample", disable=args.num_samples == 1,
+                  file=sys.stderr, dynamic_ncols=True) as bar:
+            while len(results) < args.num_samples:
+                count = min(batch_size, args.num_samples - len(results))
+                results += engine.complete([prefix] * count, [prompt_ids] * count, config,
+                                           stop_ids, on_text, first_row=len(results))
+                bar.update(count)
+    if live:
+        print()
+    elif stream:
+        for i, result in enumerate(results):
+            if args.num_samples > 1:
+                print(f"--- sample {i + 1} ---")
+            print(prefix + result.text)
+    return results

@@ -1,43 +1,24 @@
-"""`lantern info MODEL`: what a checkpoint holds, without generating anything."""
+"""`lantern info PATH`: what a model holds, in any format, without running it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
-from lantern.checkpoint import load_model, model_file
+from lantern.export.describe import describe
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
-        help="describe a checkpoint: config, size, training state",
-        description="Show a model's config, parameter count, vocabulary, context, steps "
-        "trained, validation loss, file size and weight dtype.",
+        help="describe a model: run dir, .pt, .safetensors, transformers dir or .gguf",
+        description="Show a model's architecture, parameters, layers, width, heads, context, "
+        "vocabulary and tokenizer, tensor types (quantization), file size, and the training "
+        "step and validation loss where the file records them.",
     )
-    p.add_argument("model", help="a .pt checkpoint or a run directory")
+    p.add_argument("model", help="a run directory, .pt, .safetensors, transformers directory or .gguf")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(run=run_info)
-
-
-def model_info(path: str) -> dict[str, Any]:
-    file = model_file(path)
-    model, tokenizer, data = load_model(file)
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in data["model_state_dict"].values()})
-    return {
-        "file": str(file),
-        "file_size_bytes": file.stat().st_size,
-        "parameters": model.num_parameters(),
-        "vocab_size": tokenizer.vocab_size,
-        "tokenizer": tokenizer.kind,
-        "context_length": model.config.context_length,
-        "steps_trained": data.get("step"),
-        "val_loss": data.get("val_loss"),
-        "best_val_loss": data.get("best_val_loss"),
-        "dtype": ", ".join(dtypes),
-        "config": model.config.to_dict(),
-    }
 
 
 def human_size(num_bytes: int) -> str:
@@ -49,25 +30,41 @@ def human_size(num_bytes: int) -> str:
     return f"{num_bytes} B"
 
 
+def dash(value) -> str:
+    if value is None or value == float("inf"):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def run_info(args: argparse.Namespace) -> int:
-    info = model_info(args.model)
+    info = describe(args.model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    def loss(value: float | None) -> str:
-        return "-" if value is None or value == float("inf") else f"{value:.4f}"
-
+    heads = dash(info["heads"])
+    if info["kv_heads"] not in (None, info["heads"]):
+        heads += f" ({info['kv_heads']} key/value)"
     rows = [
+        ("format", info["format"]),
         ("file", info["file"]),
         ("file size", human_size(info["file_size_bytes"])),
-        ("parameters", f"{info['parameters']:,}"),
-        ("vocabulary", f"{info['vocab_size']:,} tokens ({info['tokenizer']})"),
-        ("context", f"{info['context_length']} tokens"),
-        ("steps trained", "-" if info["steps_trained"] is None else f"{info['steps_trained']:,}"),
-        ("validation loss", f"{loss(info['val_loss'])} (best {loss(info['best_val_loss'])})"),
-        ("dtype", info["dtype"]),
+        ("architecture", dash(info["architecture"])),
+        ("parameters", dash(info["parameters"])),
+        ("layers", dash(info["layers"])),
+        ("width", dash(info["hidden_size"])),
+        ("heads", heads),
+        ("context", f"{dash(info['context_length'])} tokens"),
+        ("vocabulary", f"{dash(info['vocab_size'])} tokens ({dash(info['tokenizer'])})"),
+        ("tensor types", dash(info["tensor_types"])),
+        ("steps trained", dash(info["steps_trained"])),
+        ("validation loss", f"{dash(info['val_loss'])} (best {dash(info['best_val_loss'])})"),
     ]
-    rows += [("config", "")] + [(f"  {key}", str(value)) for key, value in info["config"].items()]
+    if "exports_as" in info:
+        rows.append(("exports as", info["exports_as"]))
+    if "config" in info:
+        rows += [("config", "")] + [(f"  {key}", str(value)) for key, value in info["config"].items()]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     return 0

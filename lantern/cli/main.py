@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from lantern.errors import LanternError
 
 # Subcommand modules under lantern.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer")
+COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer", "serve", "export", "push", "trm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,14 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lantern: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
-        print(f"lantern: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:  # e.g. `lantern info run | head -5`: the reader left, that is all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            print("lantern: error: no space left on the device", file=sys.stderr)
-            return 1
-        raise
+        print(f"lantern: error: {os_reason(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_reason(exc: OSError) -> str:
+    """One line for an operating-system error: what went wrong, and on which file."""
+    reasons = {errno.ENOSPC: "no space left on the device",
+               errno.EFBIG: "file too large (a file-size limit was reached)"}
+    reason = reasons.get(exc.errno or 0) or exc.strerror or str(exc)
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 if __name__ == "__main__":

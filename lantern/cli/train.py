@@ -1,12 +1,19 @@
-"""`lantern train`: argument parsing only; the work is lantern.training.trainer.train."""
+"""`lantern train`: argument parsing only; the work is lantern.training.trainer.
+
+Under torchrun every process runs this; rank 0 alone prints and writes.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
+import sys
 
 from lantern.config import PRESET_DESCRIPTIONS
-from lantern.training.trainer import TrainConfig, resolve_resume, train
+from lantern.errors import LanternError
+from lantern.training.config import CONFIG_FILE, FLAG_SECTION, read_config_file
+from lantern.training.distributed import end_worker, launched_by_torchrun
+from lantern.training.trainer import TrainConfig, Trainer, resolve_resume
 
 D = TrainConfig()
 
@@ -44,6 +51,9 @@ def add_parser(subparsers) -> None:
                        help="first positions every query sees beyond its window [0]")
     model.add_argument("--reinject_input", action="store_true", default=None,
                        help="re-inject each block's input at every recurrence [off]")
+    model.add_argument("--init_from",
+                       help="start from a Hugging Face checkpoint directory (its weights and "
+                       "tokenizer) [random initial weights]")
     model.add_argument("--depth_schedule",
                        help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
                        "[the model's steps_per_block]")
@@ -66,17 +76,31 @@ def add_parser(subparsers) -> None:
     data.add_argument("--seq_length", "--seq_len", dest="seq_length", type=int,
                       help="training window = model context [preset's context]")
     opt = p.add_argument_group("optimization")
-    opt.add_argument("--batch_size", type=int, help=f"sequences per step [{D.batch_size}]")
-    opt.add_argument("--grad_accum", type=int, help=f"micro-batches per step [{D.grad_accum}]")
+    opt.add_argument("--batch_size", type=int,
+                     help="sequences per micro-batch, in all (under torchrun each process takes an "
+                     f"equal share) [{D.batch_size}]")
+    opt.add_argument("--grad_accum", type=int,
+                     help=f"micro-batches per optimizer step [{D.grad_accum}]")
     opt.add_argument("--learning_rate", "--lr", dest="learning_rate", type=float,
                      help=f"peak learning rate [{D.learning_rate}]")
     opt.add_argument("--min_lr", type=float, help="final learning rate [learning_rate / 10]")
-    opt.add_argument("--weight_decay", type=float, help=f"AdamW decay [{D.weight_decay}]")
+    opt.add_argument("--weight_decay", type=float,
+                     help=f"AdamW decay of linear-layer matrices [{D.weight_decay}]")
+    opt.add_argument("--beta1", type=float, help=f"AdamW beta1 [{D.beta1}]")
+    opt.add_argument("--beta2", type=float, help=f"AdamW beta2 [{D.beta2}]")
     opt.add_argument("--max_steps", type=int, help=f"optimizer steps [{D.max_steps}]")
     opt.add_argument("--epochs", type=float, help="passes over the training tokens (sets max_steps)")
     opt.add_argument("--warmup_steps", type=int, help=f"linear warmup steps [{D.warmup_steps}]")
     opt.add_argument("--grad_clip", type=float, help=f"gradient-norm clip, 0 = off [{D.grad_clip}]")
     opt.add_argument("--seed", type=int, help=f"random seed [{D.seed}]")
+    opt.add_argument("--skip_nonfinite", type=int,
+                     help="batches with a NaN/inf loss to skip before stopping; 0 = stop at the "
+                     f"first [{D.skip_nonfinite}]")
+    opt.add_argument("--ema_decay", type=float,
+                     help="keep an exponential moving average of the weights, e.g. 0.999; 0 = off "
+                     f"[{D.ema_decay}]")
+    opt.add_argument("--eval_ema", action="store_true", default=None,
+                     help="evaluate, sample and save best/final/exported weights from the EMA [off]")
     run = p.add_argument_group("run")
     run.add_argument("--output_dir", "--save_dir", dest="output_dir",
                      help=f"checkpoints and logs [{D.output_dir}]")
@@ -87,19 +111,62 @@ def add_parser(subparsers) -> None:
     run.add_argument("--sample_length", type=int, help=f"tokens per sample [{D.sample_length}]")
     run.add_argument("--num_samples", type=int, help=f"samples printed at the end [{D.num_samples}]")
     run.add_argument("--device", help=f"auto, cpu, cuda, cuda:N or mps [{D.device}]")
-    run.add_argument("--dtype", help=f"auto, float32, bfloat16, float16 [{D.dtype}]")
+    run.add_argument("--dtype", help="autocast dtype: auto, float32, bfloat16, float16 (with a "
+                     f"gradient scaler) [{D.dtype}: bfloat16 on GPUs that have it, else float32]")
     run.add_argument("--resume_from", help="checkpoint_step_N.pt or a run directory to continue")
     run.add_argument("--overwrite", action="store_true", default=None,
                      help="replace a run already in --output_dir")
+    run.add_argument("--config_file",
+                     help=f"settings from a JSON or YAML file, e.g. a run's {CONFIG_FILE} (flags "
+                     "given with it win)")
+    par = p.add_argument_group("distributed (under torchrun --nproc_per_node N -m lantern train)")
+    par.add_argument("--fsdp", action="store_true", default=None,
+                     help="shard weights, gradients and optimizer state with FSDP2, and also write "
+                     "torch.distributed.checkpoint sharded saves [DistributedDataParallel]")
     p.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if given.get("resume_from"):
-        cfg, _ = resolve_resume(given)
-    else:
-        cfg = TrainConfig(**given)
-    train(cfg)
-    return 0
+    given = {k: v for k, v in vars(args).items() if k in FLAG_SECTION and v is not None}
+    if not launched_by_torchrun():
+        Trainer(resolve_config(args.config_file, given)).fit()
+        return 0
+    return run_under_torchrun(args.config_file, given)
+
+
+def resolve_config(config_file: str | None, given: dict) -> TrainConfig:
+    settings = {**(read_config_file(config_file) if config_file else {}), **given}
+    if settings.get("resume_from"):
+        return resolve_resume(settings)[0]
+    return TrainConfig(**settings)
+
+
+def run_under_torchrun(config_file: str | None, given: dict) -> int:
+    """One torchrun worker: errors print once (rank 0) as one line; every exit is immediate,
+    so a failed rank brings the job down rather than hanging it."""
+    rank = int(os.environ["RANK"])
+    try:
+        Trainer(resolve_config(config_file, given), quiet=rank != 0).fit()
+        code = 0
+    except LanternError as exc:
+        if rank == 0:
+            print(f"lantern: error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        if rank == 0:
+            print("lantern: interrupted", file=sys.stderr)
+        code = 130
+    except RuntimeError as exc:
+        if not is_lost_peer(exc):
+            raise
+        print(f"lantern: error: rank {rank} lost another process of the job (it failed or was "
+              f"killed; see its output): {str(exc).splitlines()[0][:160]}", file=sys.stderr)
+        code = 1
+    end_worker(code)
+    return code
+
+
+def is_lost_peer(exc: RuntimeError) -> bool:
+    """A collective failed because another rank is gone (gloo / NCCL connection errors)."""
+    text = str(exc)
+    return any(mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed"))

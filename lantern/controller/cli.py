@@ -3,50 +3,100 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import time
+from collections.abc import Callable, Collection, Sequence
 
-import torch
-
-from lantern.controller.generation import GenerationConfig, GenerationController
+from lantern.controller.generation import GenerationController, TokenTrace
 from lantern.controller.uncertainty import UncertaintyController
-from lantern.errors import LanternError
+from lantern.generation.settings import GenerationConfig
+from lantern.generation.textgen import Completion
+from lantern.models.lantern_model import LANTERNModel
+from lantern.tokenizers import Tokenizer
+
+ADAPTIVE_ONLY = ("tau_low", "tau_mid", "tau_high", "mc_samples", "mc_dropout", "show_think",
+                 "trace")
+ADAPTIVE_DEFAULTS = {"tau_low": 1.0, "tau_mid": 2.0, "tau_high": 3.0, "mc_samples": 4}
 
 
 def add_adaptive_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("adaptive generation (uncertainty-aware depth and THINK tokens)")
     group.add_argument("--adaptive", action="store_true",
-                       help="choose recursion depth, MC-dropout averaging and THINK tokens per "
-                       "token from its uncertainty")
-    group.add_argument("--tau_low", type=float, default=1.0,
-                       help="above: recurse deeper than the shallowest depth")
-    group.add_argument("--tau_mid", type=float, default=2.0,
-                       help="above: maximum depth with Monte-Carlo-dropout averaging")
-    group.add_argument("--tau_high", type=float, default=3.0,
-                       help="above: emit THINK tokens and stay at maximum depth")
-    group.add_argument("--mc_samples", type=int, default=4, help="Monte-Carlo-dropout passes")
+                       help="choose recursion depth, Monte-Carlo-dropout passes and THINK tokens "
+                       "per token from its uncertainty")
+    group.add_argument("--tau_low", type=float, default=None,
+                       help="above: recurse deeper than the shallowest depth [1.0]")
+    group.add_argument("--tau_mid", type=float, default=None,
+                       help="above: maximum depth with Monte-Carlo-dropout passes [2.0]")
+    group.add_argument("--tau_high", type=float, default=None,
+                       help="above: emit THINK tokens and stay at maximum depth [3.0]")
+    group.add_argument("--mc_samples", type=int, default=None,
+                       help="Monte-Carlo-dropout passes [4; none for a model trained without "
+                       "dropout unless --mc_dropout is given]")
+    group.add_argument("--mc_dropout", type=float, default=None,
+                       help="dropout rate of those passes [the model's trained rate]")
     group.add_argument("--show_think", action="store_true", help="print THINK tokens in the text")
     group.add_argument("--trace", action="store_true",
                        help="print each token's uncertainty, depth and THINK flag to stderr")
 
 
-def run_adaptive(args: argparse.Namespace, model, tokenizer, prompt_ids: list[int], device) -> int:
-    """Generate one sample adaptively, print its text and a compute summary."""
-    if not prompt_ids:
-        raise LanternError("--adaptive needs a prompt or a tokenizer with an <eos> token")
-    uc = UncertaintyController(args.tau_low, args.tau_mid, args.tau_high,
-                               max_steps=args.steps_per_block, mc_samples=args.mc_samples)
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, think_token_id=tokenizer.think_id,
-                              eos_token_id=tokenizer.eos_id, seed=args.seed)
-    controller = GenerationController(model, model.lm_head, model.get_embedding_matrix(), uc,
-                                      config)
-    model.eval()
-    result = controller.generate(torch.tensor([prompt_ids], device=device))
-    tokens = result.visible_tokens(0, tokenizer.think_id, show_think=args.show_think)
-    if tokens and tokens[-1] == tokenizer.eos_id:
-        tokens = tokens[:-1]
-    print((args.prompt or "") + tokenizer.decode(tokens, skip_special_tokens=not args.show_think))
-    trace = result.trace[0]
+def uncertainty_from_args(args: argparse.Namespace, steps_per_block: int | None) -> UncertaintyController:
+    value = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+             for k, v in ADAPTIVE_DEFAULTS.items()}
+    return UncertaintyController(value["tau_low"], value["tau_mid"], value["tau_high"],
+                                 max_steps=steps_per_block, mc_samples=value["mc_samples"],
+                                 mc_dropout=args.mc_dropout)
+
+
+Generate = Callable[..., list[Completion]]
+
+
+def adaptive_generator(args: argparse.Namespace, model: LANTERNModel, tokenizer: Tokenizer) -> Generate:
+    """A drop-in for `complete` that generates adaptively and reports what it did on stderr."""
+    uc = uncertainty_from_args(args, args.steps_per_block)
+    probe = GenerationController(model, uncertainty_controller=uc)
+    if not probe.has_epistemic_signal and uc.mc_samples:
+        print("lantern: note: this model was trained without dropout, so it has no "
+              "Monte-Carlo-dropout (epistemic) signal; the other signals decide alone "
+              "(--mc_dropout RATE forces passes)", file=sys.stderr)
+
+    def generate(model: LANTERNModel, tokenizer: Tokenizer, prompts: Sequence[str],
+                 prompt_ids: Sequence[Sequence[int]], config: GenerationConfig,
+                 stop_ids: Collection[int], on_text: Callable[[int, str], None] | None = None,
+                 first_row: int = 0) -> list[Completion]:
+        seed = None if config.seed is None else config.seed + first_row
+        cfg = dataclasses.replace(config, seed=seed)
+        controller = GenerationController(model, uncertainty_controller=uc, config=cfg)
+        start = time.perf_counter()
+        texts = [""] * len(prompts)
+
+        def collect(row: int, piece: str) -> None:
+            texts[row] += piece
+            if on_text is not None:
+                on_text(row, piece)
+
+        result = controller.generate(prompt_ids, tokenizer=tokenizer, stop_ids=stop_ids,
+                                     on_text=collect)
+        seconds = time.perf_counter() - start
+        completions = []
+        for row, trace in enumerate(result.trace):
+            report(trace, tokenizer, args, uc, model)
+            text = texts[row]
+            if args.show_think:
+                tokens = result.visible_tokens(row, None, show_think=True)
+                text = tokenizer.decode([t for t in tokens if t not in stop_ids])
+            reason = result.stop_reasons[row]
+            ended = reason == "stop_token"
+            completions.append(Completion(prompts[row], text, len(trace) - ended, seconds, reason))
+        return completions
+
+    return generate
+
+
+def report(trace: list[TokenTrace], tokenizer: Tokenizer, args: argparse.Namespace,
+           uc: UncertaintyController, model: LANTERNModel) -> None:
+    """Per-token trace (with --trace) and a one-line compute summary, on stderr."""
     if args.trace:
         for t in trace:
             print(f"{tokenizer.decode([t.token])!r:>10} uncertainty {t.uncertainty:.2f} "
@@ -57,4 +107,3 @@ def run_adaptive(args: argparse.Namespace, model, tokenizer, prompt_ids: list[in
     print(f"adaptive: {len(trace)} tokens, {sum(t.think for t in trace)} THINK, mean depth "
           f"{sum(t.depth for t in trace) / max(len(trace), 1):.2f}, compute "
           f"{runs / max(len(trace) * deepest, 1):.0%} of always-maximum depth", file=sys.stderr)
-    return 0

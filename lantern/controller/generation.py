@@ -1,36 +1,40 @@
-"""GenerationController: KV-cached decoding whose depth, averaging and THINK tokens follow the
-uncertainty of each next-token distribution.
+"""GenerationController: uncertainty-aware decoding, a policy over the decoding core.
 
 For each new token the controller runs the blocks at the shallow depth, scores the
 distribution, and only continues the recursion (from where it stopped when the model has one
-block; from the embedding otherwise) when the UncertaintyController asks. Rows of a batch are
-computed together, so the neediest row sets the depth of a step. Compute is counted as block
-applications actually run, Monte-Carlo passes included.
+block; from the embedding otherwise) when the UncertaintyController asks. Above the top
+threshold it emits a THINK token instead of a word. Prefill, the KV cache, the context slide,
+the sampling rules and the stop conditions are the core's (`lantern.generation.core`), so every
+generation setting works here as it does everywhere else.
+
+Rows of a batch are computed together, so the neediest row sets the depth of a step. Compute is
+counted as block applications actually run, Monte-Carlo passes included.
+
+Monte-Carlo dropout re-runs the last block application with the dropout rate the model was
+trained with; a model trained without dropout has no such signal (its epistemic value is 0 and
+no passes run) unless the UncertaintyController is given a rate explicitly. Tokens are always
+drawn from the model's own (deterministic) distribution, never from the perturbed average.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lantern.controller.uncertainty import UncertaintyController, mc_dropout
+from lantern.controller.uncertainty import UncertaintyController, UncertaintySignals, mc_dropout
 from lantern.errors import LanternError
-from lantern.generation.sampling import filter_logits
-from lantern.models.lantern_model import RecursiveTransformer, StepContext
+from lantern.generation.core import Decoder, make_policies, run_policies
+from lantern.generation.settings import GenerationConfig
+from lantern.models.attention import KVCache
+from lantern.models.lantern_model import LANTERNModel, RecursiveTransformer, StepContext
+from lantern.models.positions import sinusoids
+from lantern.tokenizers import Tokenizer
 
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 100  # THINK tokens count too, so the loop always ends
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int | None = None
-    top_p: float | None = None
-    think_token_id: int | None = None  # None = never emit THINK
-    eos_token_id: int | None = None
-    seed: int | None = None
+__all__ = ["GenerationConfig", "GenerationController", "GenerationResult", "TokenTrace"]
 
 
 @dataclass
@@ -54,6 +58,7 @@ class GenerationResult:
     sequences: torch.Tensor  # (B, prompt + new), THINK tokens included, right-padded with EOS
     new_tokens: list[list[int]]  # per row, THINK tokens included
     trace: list[list[TokenTrace]] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)  # "stop_token", "stop_string", "length"
 
     def visible_tokens(
         self, row: int, think_token_id: int | None, show_think: bool = False
@@ -62,196 +67,282 @@ class GenerationResult:
         return [t for t in self.new_tokens[row] if show_think or t != think_token_id]
 
 
-@dataclass
-class _TokenState:
-    """Hidden states of the token being processed, for continuing its recursion."""
+class TransformerView:
+    """Seed 000's pieces (`model.transformer`, `lm_head`, embedding matrix) presented through
+    the interface the decoding core reads from a whole LANTERNModel."""
 
-    x: torch.Tensor
-    ctx: StepContext
-    h: torch.Tensor | None = None
-    h_prev: torch.Tensor | None = None  # input of the last block's last application
-    last_input: torch.Tensor | None = None  # input of the last block (for reinjection)
-    depth: int = 0
+    def __init__(self, transformer: RecursiveTransformer, lm_head: nn.Module,
+                 embedding_matrix: torch.Tensor) -> None:
+        if transformer.config.position == "learned":
+            raise LanternError("this model learned its position table, which lives in the whole "
+                               "model: pass model=model instead of model.transformer")
+        self.transformer, self.lm_head, self.embedding = transformer, lm_head, embedding_matrix
+        self.config = transformer.config
+        self.positions_unbounded = self.config.position in ("rope", "sinusoidal")
+
+    @property
+    def training(self) -> bool:
+        return self.transformer.training
+
+    def train(self, mode: bool = True) -> None:
+        self.transformer.train(mode)
+
+    def eval(self) -> None:
+        self.transformer.eval()
+
+    def get_embedding_matrix(self) -> torch.Tensor:
+        return self.embedding
+
+    def embed(self, idx: torch.Tensor, position_ids: torch.Tensor,
+              inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embedding[idx] if inputs_embeds is None else inputs_embeds
+        if self.config.position == "sinusoidal":
+            h = h + sinusoids(position_ids, self.config.hidden_size).to(h.dtype)
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h)
+
+    def hidden(self, idx: torch.Tensor, steps_per_block: int | None = None,
+               cache: KVCache | None = None,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        position_ids = torch.arange(idx.shape[1], device=idx.device)[None]
+        if cache is not None:
+            position_ids = cache.lengths[:, None] + position_ids
+        return self.transformer(self.embed(idx, position_ids, inputs_embeds), steps_per_block,
+                                cache, position_ids)
+
+    def new_cache(self, batch_size: int, max_length: int | None = None,
+                  steps_per_block: int | None = None) -> KVCache:
+        return self.transformer.new_cache(batch_size, max_length or self.config.context_length,
+                                          steps_per_block or self.config.steps_per_block,
+                                          self.embedding)
+
+
+@dataclass
+class _StepRecord:
+    """What the adaptive forward did for the current token of every batch row."""
+
+    depth: int
+    applications: int
+    samples: torch.Tensor | None  # (N, rows, V) MC-dropout probabilities
 
 
 class GenerationController:
-    """Seed 000's API: `model` is `model.transformer` (or the whole LANTERNModel)."""
+    """Seed 000's API. `model` is the whole LANTERNModel, or `model.transformer` together with
+    `lm_head` and `embedding_matrix` (seed 000's form)."""
 
     def __init__(
         self,
         model: nn.Module,
-        lm_head: nn.Module,
-        embedding_matrix: torch.Tensor,
+        lm_head: nn.Module | None = None,
+        embedding_matrix: torch.Tensor | None = None,
         uncertainty_controller: UncertaintyController | None = None,
         config: GenerationConfig | None = None,
         recur_fn: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
-        transformer = getattr(model, "transformer", model)
-        if not isinstance(transformer, RecursiveTransformer):
+        if isinstance(model, LANTERNModel):
+            self.model: LANTERNModel | TransformerView = model
+        elif isinstance(model, RecursiveTransformer):
+            if lm_head is None or embedding_matrix is None:
+                raise LanternError("with model.transformer, pass lm_head and embedding_matrix too")
+            self.model = TransformerView(model, lm_head, embedding_matrix)
+        else:
             raise LanternError("GenerationController needs a LANTERN model or model.transformer")
-        self.transformer = transformer
-        self.lm_head = lm_head
-        self.embedding_matrix = embedding_matrix
+        self.transformer: RecursiveTransformer = self.model.transformer
+        self.embedding_matrix = self.model.get_embedding_matrix()
         self.uncertainty = uncertainty_controller or UncertaintyController()
         self.config = config or GenerationConfig()
         # recur_fn(h, steps): the uncached path (`reference_probs`); decoding uses the KV cache.
-        self.recur_fn = recur_fn or (lambda h, steps: transformer(h, steps_per_block=steps))
-        # Absolute positions live in the full model; RoPE models embed with the matrix alone.
-        self.embed = getattr(transformer, "embed_input", None) or (
-            lambda ids, positions: embedding_matrix[ids]
-        )
+        self.recur_fn = recur_fn or (lambda h, steps: self.transformer(h, steps_per_block=steps))
+        rate = self.uncertainty.mc_dropout
+        self.mc_rate = self.transformer.config.dropout if rate is None else rate
+        self.mc_samples = self.uncertainty.mc_samples if self.mc_rate > 0 else 0
+
+    @property
+    def has_epistemic_signal(self) -> bool:
+        """False for a model trained without dropout (and no explicit rate): no MC passes."""
+        return self.mc_samples > 0
 
     # -- one token ---------------------------------------------------------------------------
-    def _run(self, state: _TokenState, depth: int) -> int:
-        """Bring the token to `depth` steps per block; returns block applications run."""
-        t = self.transformer
-        last = len(t.blocks) - 1
-        if last == 0 and state.h is not None:  # one block: continue the recursion
-            h, start, runs = state.h, state.depth, depth - state.depth
-        else:  # several blocks: recompute from the embedding at the new depth
-            h, start, runs = state.x, 0, len(t.blocks) * depth
-            for b in range(last):
-                block_input = h
-                h = t.apply_steps(h, block_input, b, 0, depth, state.ctx)
-                t.fill_skipped(h, block_input, b, depth, state.ctx)
-            state.last_input = h
-        h = t.apply_steps(h, state.last_input, last, start, depth - 1, state.ctx)
-        state.h_prev = h
-        state.h = t.apply_steps(h, state.last_input, last, depth - 1, depth, state.ctx)
-        state.depth = depth
-        return runs
-
     def _probs(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.lm_head(self.transformer.norm(h))[:, -1].float(), dim=-1)
+        return torch.softmax(self.model.head(self.transformer.norm(h))[:, -1].float(), dim=-1)
 
-    def _mc_probs(self, state: _TokenState) -> torch.Tensor:
-        """(N, B, V): the last block application re-run with dropout N times."""
-        t, last = self.transformer, len(self.transformer.blocks) - 1
-        samples = []
-        with mc_dropout(t.blocks[last], self.uncertainty.mc_dropout):
-            for _ in range(self.uncertainty.mc_samples):
-                h = t.apply_steps(state.h_prev, state.last_input, last, state.depth - 1,
-                                  state.depth, state.ctx)
-                samples.append(self._probs(h))
-        return torch.stack(samples)
+    def _forward(self, thinking: torch.Tensor) -> Callable[[torch.Tensor, StepContext], torch.Tensor]:
+        """The per-token forward the decoder runs: depth chosen by uncertainty."""
 
-    def _step(self, state: _TokenState, thinking: torch.Tensor):
-        """Adaptive processing of one token position; returns (probs, signals, applications)."""
-        uc = self.uncertainty
-        shallow, mid, deepest = uc.depths(self.transformer.config.steps_per_block)
-        depth = deepest if bool(thinking.any()) else shallow
-        runs = self._run(state, depth)
-        probs = self._probs(state.h)
-        signals = uc.signals(probs, self.embedding_matrix)
-        if depth < mid and bool(uc.go_deeper(signals.score).any()):
-            runs += self._run(state, mid)
+        def forward(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+            uc, t = self.uncertainty, self.transformer
+            shallow, mid, deepest = uc.depths(t.config.steps_per_block)
+            state = _Recursion(t, x, ctx)
+            rows_thinking = thinking[: x.shape[0]]
+            runs = state.run(deepest if bool(rows_thinking.any()) else shallow)
             probs = self._probs(state.h)
-            signals = uc.signals(probs, self.embedding_matrix)
-        if bool((uc.go_max(signals.score) | thinking).any()):
-            if state.depth < deepest:
-                runs += self._run(state, deepest)
+            score = uc.signals(probs, self.embedding_matrix).score
+            if state.depth < mid and bool(uc.go_deeper(score).any()):
+                runs += state.run(mid)
                 probs = self._probs(state.h)
+                score = uc.signals(probs, self.embedding_matrix).score
             samples = None
-            if uc.mc_samples > 0:
-                samples = self._mc_probs(state)
-                runs += uc.mc_samples
-                probs = samples.mean(0)
-            signals = uc.signals(probs, self.embedding_matrix, samples)
-        t = self.transformer
-        t.fill_skipped(state.h, state.last_input, len(t.blocks) - 1, state.depth, state.ctx)
-        return probs, signals, runs
+            if bool((uc.go_max(score) | rows_thinking).any()):
+                if state.depth < deepest:
+                    runs += state.run(deepest)
+                if self.mc_samples:
+                    samples = state.mc_probs(self.mc_samples, self.mc_rate, self._probs)
+                    runs += self.mc_samples
+            state.fill_skipped()
+            self._record = _StepRecord(state.depth, runs, samples)
+            return self.model.head(t.norm(state.h))[:, -1]
 
-    def _choose(self, probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        cfg = self.config
-        if cfg.think_token_id is not None:  # THINK is the policy's choice, never sampled
-            probs = probs.index_fill(1, torch.tensor([cfg.think_token_id], device=probs.device), 0.0)
-        if cfg.temperature <= 0:
-            return probs.argmax(-1)
-        logits = filter_logits(probs.clamp_min(1e-12).log(), cfg.temperature, cfg.top_k, cfg.top_p)
-        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+        return forward
 
     @torch.no_grad()
     def reference_probs(self, input_ids: torch.Tensor, steps: int) -> torch.Tensor:
         """Next-token probabilities (B, V) after `input_ids`, recomputed without any cache."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        h = self.recur_fn(self.embed(input_ids, positions), steps)
-        return torch.softmax(self.lm_head(h)[:, -1].float(), dim=-1)
+        h = self.recur_fn(self.model.embed(input_ids, positions), steps)
+        return torch.softmax(self.model.head(h)[:, -1].float(), dim=-1)
 
     # -- whole sequences ---------------------------------------------------------------------
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor | Sequence[Sequence[int]],
+        targets: torch.Tensor | None = None,
+        tokenizer: Tokenizer | None = None,
+        stop_ids: Collection[int] = (),
+        on_text: Callable[[int, str], None] | None = None,
     ) -> GenerationResult:
-        """Continue each row of `input_ids` (B, L). With `targets` (B, T), score that text instead:
-        the given tokens are fed back (no THINK) and each trace entry carries its loss."""
-        cfg, uc, t = self.config, self.uncertainty, self.transformer
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        """Continue each prompt (a (B, L) tensor, or lists of ids of any lengths). With `targets`
+        (B, T), score that text instead: the given tokens are fed back (no THINK) and each trace
+        entry carries its loss. With a tokenizer, stop strings end a row and `on_text(row,
+        piece)` streams its text."""
+        cfg, uc = self.config, self.uncertainty
+        prompts = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+        if not prompts or any(len(p) == 0 for p in prompts):
             raise LanternError("input_ids must be a non-empty (batch, length) tensor")
-        batch, prompt = input_ids.shape
+        batch = len(prompts)
         steps = targets.shape[1] if targets is not None else cfg.max_new_tokens
-        deepest = uc.depths(t.config.steps_per_block)[2]
-        needed = prompt + steps
-        if needed > t.config.context_length:
-            raise LanternError(f"prompt + new tokens ({needed}) exceed the model's context length "
-                               f"{t.config.context_length} (its position table)")
-        was_training = t.training
-        t.eval()
-        generator = None
-        if cfg.seed is not None:
-            generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
-        cache = t.new_cache(batch, needed, deepest, self.embedding_matrix)
-        positions = torch.arange(prompt, device=input_ids.device)[None]
-        h = t(self.embed(input_ids, positions), steps_per_block=deepest, cache=cache,
-              position_ids=positions)
-        probs = torch.softmax(self.lm_head(h)[:, -1].float(), -1)
-        signals = uc.signals(probs, self.embedding_matrix)
-        runs = len(t.blocks) * deepest
-        sequences = [input_ids]
-        new_tokens: list[list[int]] = [[] for _ in range(batch)]
+        deepest = uc.depths(self.transformer.config.steps_per_block)[2]
+        run_cfg = dataclasses.replace(cfg, max_new_tokens=steps)
+        stop = set(stop_ids) | ({cfg.eos_token_id} - {None}) if targets is None else set()
+        was_training = self.transformer.training
+        self.transformer.eval()
+        decoder = Decoder(self.model, deepest)
+        handles = decoder.add(prompts)
+        policies = make_policies(tokenizer, prompts, run_cfg, self.transformer.config.vocab_size,
+                                 stop, decoder.device)
+        index_of = dict(zip(handles, range(batch), strict=True))
+        self._record = _StepRecord(deepest, len(self.transformer.blocks) * deepest, None)
+        thinking = torch.zeros(batch, dtype=torch.bool)  # in batch-row order, see `forward`
+        think_run = [0] * batch
         trace: list[list[TokenTrace]] = [[] for _ in range(batch)]
-        done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-        thinking = torch.zeros_like(done)
-        think_run = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
-        depth = deepest
-        for i in range(steps):
+        new_tokens: list[list[int]] = [[] for _ in range(batch)]
+        row_thinking = [False] * batch
+
+        def choose(row: int, index: int, logits: torch.Tensor) -> int:
+            probs = torch.softmax(logits.float(), dim=-1)[None]
+            record = self._record
+            samples = record.samples[:, row: row + 1] if record.samples is not None else None
+            signals = uc.signals(probs, self.embedding_matrix, samples)
+            position = len(new_tokens[index])
+            think = False
             if targets is not None:
-                token = targets[:, i]
-                think = torch.zeros_like(done)
+                token = int(targets[index, position])
             else:
-                token = self._choose(probs, generator)
-                think = torch.zeros_like(done)
                 if cfg.think_token_id is not None:
-                    think = uc.think(signals.score) & (think_run < uc.max_think_tokens) & ~done
-                    token = torch.where(think, torch.full_like(token, cfg.think_token_id), token)
-            if cfg.eos_token_id is not None:
-                token = torch.where(done, torch.full_like(token, cfg.eos_token_id), token)
-            loss = -probs.gather(1, token[:, None]).clamp_min(1e-12).log()[:, 0]
-            for row in range(batch):
-                if done[row]:
-                    continue
-                new_tokens[row].append(int(token[row]))
-                trace[row].append(TokenTrace(
-                    token=int(token[row]), uncertainty=float(signals.score[row]),
-                    entropy=float(signals.entropy[row]), top1=float(signals.top1[row]),
-                    dispersion=float(signals.dispersion[row]),
-                    epistemic=float(signals.epistemic[row]), depth=depth, applications=runs,
-                    think=bool(think[row]), loss=float(loss[row]) if targets is not None else None,
-                ))
-            think_run = torch.where(think, think_run + 1, torch.zeros_like(think_run))
-            thinking = (thinking | think) & ~done
-            sequences.append(token[:, None])
-            if cfg.eos_token_id is not None:
-                done = done | (token == cfg.eos_token_id)
-            if bool(done.all()) or i == steps - 1:
-                break
-            position = torch.full((1, 1), prompt + i, device=input_ids.device)
-            ctx = t.prepare(1, cache, position, None, input_ids.device, deepest)
-            state = _TokenState(x=self.embed(token[:, None], position), ctx=ctx)
-            state.last_input = state.x
-            probs, signals, runs = self._step(state, thinking)
-            depth = state.depth
-            cache.advance(1)
-            thinking = thinking & uc.go_max(signals.score)
-        if was_training:
-            t.train()
-        return GenerationResult(torch.cat(sequences, dim=1), new_tokens, trace)
+                    logits = logits.clone()
+                    logits[cfg.think_token_id] = float("-inf")  # THINK is the policy's choice
+                token = policies[index].choose(logits)
+                think = (cfg.think_token_id is not None and bool(uc.think(signals.score))
+                         and think_run[index] < uc.max_think_tokens)
+                if think:
+                    token = cfg.think_token_id
+            loss = float(-probs[0, token].clamp_min(1e-12).log()) if targets is not None else None
+            trace[index].append(_trace(token, signals, record.depth, record.applications, think,
+                                       loss))
+            new_tokens[index].append(token)
+            think_run[index] = think_run[index] + 1 if think else 0
+            row_thinking[index] = (row_thinking[index] or think) and bool(uc.go_max(signals.score))
+            return token
+
+        forward = self._forward(thinking)
+        reasons = ["length"] * batch
+        try:
+            for index, event in run_policies(decoder, handles, policies, forward, choose,
+                                             before_step=lambda: _sync(thinking, decoder.handles,
+                                                                       index_of, row_thinking)):
+                if on_text is not None and event.text:
+                    on_text(index, event.text)
+                if event.finished:
+                    reasons[index] = event.stop_reason or "length"
+        finally:
+            self.transformer.train(was_training)
+        width = max(len(t) for t in new_tokens)
+        pad = cfg.eos_token_id if cfg.eos_token_id is not None else 0
+        rows = [p + t + [pad] * (width - len(t)) for p, t in zip(prompts, new_tokens, strict=True)]
+        longest = max(len(r) for r in rows)
+        sequences = torch.tensor([[pad] * (longest - len(r)) + r for r in rows], dtype=torch.long)
+        return GenerationResult(sequences, new_tokens, trace, reasons)
+
+
+def _sync(thinking: torch.Tensor, handles: Sequence[int], index_of: dict[int, int],
+          row_thinking: list[bool]) -> None:
+    """Lay the per-sequence THINK state out in the decoder's current batch order."""
+    for row, handle in enumerate(handles):
+        thinking[row] = row_thinking[index_of[handle]]
+
+
+def _trace(token: int, s: UncertaintySignals, depth: int, applications: int, think: bool,
+           loss: float | None) -> TokenTrace:
+    return TokenTrace(token=token, uncertainty=float(s.score[0]), entropy=float(s.entropy[0]),
+                      top1=float(s.top1[0]), dispersion=float(s.dispersion[0]),
+                      epistemic=float(s.epistemic[0]), depth=depth, applications=applications,
+                      think=think, loss=loss)
+
+
+class _Recursion:
+    """One token position's pass through the blocks, continued deeper on demand."""
+
+    def __init__(self, transformer: RecursiveTransformer, x: torch.Tensor, ctx: StepContext) -> None:
+        self.t, self.x, self.ctx = transformer, x, ctx
+        self.h: torch.Tensor = x
+        self.h_prev: torch.Tensor = x  # input of the last block's last application
+        self.last_input: torch.Tensor = x  # input of the last block (for reinjection)
+        self.depth = 0
+
+    def run(self, depth: int) -> int:
+        """Bring the token to `depth` steps per block; returns block applications run."""
+        t, ctx = self.t, self.ctx
+        last = len(t.blocks) - 1
+        if last == 0 and self.depth > 0:  # one block: continue the recursion
+            h, start, runs = self.h, self.depth, depth - self.depth
+        else:  # several blocks: recompute from the embedding at the new depth
+            h, start, runs = self.x, 0, len(t.blocks) * depth
+            for b in range(last):
+                block_input = h
+                h = t.apply_steps(h, block_input, b, 0, depth, ctx)
+                t.fill_skipped(h, block_input, b, depth, ctx)
+            self.last_input = h
+        h = t.apply_steps(h, self.last_input, last, start, depth - 1, ctx)
+        self.h_prev = h
+        self.h = t.apply_steps(h, self.last_input, last, depth - 1, depth, ctx)
+        self.depth = depth
+        return runs
+
+    def mc_probs(self, count: int, rate: float,
+                 probs: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """(N, rows, V): the last block application re-run with dropout `rate`, N times. Dropout
+        acts after the key/value projection, so the keys it writes to the cache are unchanged."""
+        t, last = self.t, len(self.t.blocks) - 1
+        samples = []
+        with mc_dropout(t.blocks[last], rate):
+            for _ in range(count):
+                h = t.apply_steps(self.h_prev, self.last_input, last, self.depth - 1, self.depth,
+                                  self.ctx)
+                samples.append(probs(h))
+        return torch.stack(samples)
+
+    def fill_skipped(self) -> None:
+        last = len(self.t.blocks) - 1
+        self.t.fill_skipped(self.h, self.last_input, last, self.depth, self.ctx)

@@ -89,9 +89,10 @@ class UncertaintyController:
 
     - score <= tau_low: keep the shallowest depth (`min_steps` per block);
     - tau_low < score: recurse deeper, to `mid_steps`, and score again;
-    - tau_mid < score (at mid depth): recurse to `max_steps` and average `mc_samples`
-      Monte-Carlo-dropout passes of the last block application (which also measures
-      epistemic uncertainty);
+    - tau_mid < score (at mid depth): recurse to `max_steps` and run `mc_samples`
+      Monte-Carlo-dropout passes of the last block application, which measure epistemic
+      uncertainty (at `mc_dropout`, default the rate the model was trained with; none for a
+      model trained without dropout);
     - tau_high < score (at max depth): emit a THINK token instead of a word (at most
       `max_think_tokens` in a row) and start every following token at `max_steps` until the
       score falls back to tau_mid or below.
@@ -106,7 +107,7 @@ class UncertaintyController:
         mid_steps: int | None = None,
         max_steps: int | None = None,
         mc_samples: int = 4,
-        mc_dropout: float = 0.1,
+        mc_dropout: float | None = None,
         max_think_tokens: int = 2,
         top_k: int = 8,
         weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
@@ -116,7 +117,8 @@ class UncertaintyController:
                 f"thresholds must satisfy tau_low <= tau_mid <= tau_high "
                 f"(got {tau_low}, {tau_mid}, {tau_high})"
             )
-        if min_steps < 1 or mc_samples < 0 or max_think_tokens < 0 or not 0.0 <= mc_dropout < 1.0:
+        if (min_steps < 1 or mc_samples < 0 or max_think_tokens < 0
+                or (mc_dropout is not None and not 0.0 <= mc_dropout < 1.0)):
             raise LanternError("min_steps >= 1, mc_samples >= 0, max_think_tokens >= 0 and "
                                "0 <= mc_dropout < 1 are required")
         self.tau_low, self.tau_mid, self.tau_high = tau_low, tau_mid, tau_high

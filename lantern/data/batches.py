@@ -13,9 +13,20 @@ from lantern.errors import LanternError
 
 
 class WindowSampler:
-    """Batches of (inputs, next-token targets), each row a random window of `seq_length`."""
+    """Batches of (inputs, next-token targets), each row a random window of `seq_length`.
 
-    def __init__(self, tokens: np.ndarray, seq_length: int, batch_size: int, seed: int) -> None:
+    With several processes every rank draws the same global batch of `batch_size` windows from
+    the same generator and keeps its own disjoint slice, so the ranks together see exactly
+    what one process would, and one generator state is the data position of every rank.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_length: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise LanternError(
+                f"--batch_size {batch_size} does not split evenly over {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
         if len(tokens) < seq_length + 1:
             raise LanternError(
                 f"the data has {len(tokens)} tokens, fewer than one window of seq_length "
@@ -25,12 +36,14 @@ class WindowSampler:
         self.seq_length = seq_length
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        share = batch_size // world_size
+        self._rows = slice(rank * share, (rank + 1) * share)
         self._offsets = np.arange(seq_length + 1)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(
             len(self.tokens) - self.seq_length, (self.batch_size,), generator=self.generator
-        ).numpy()
+        ).numpy()[self._rows]
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 

@@ -25,6 +25,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from lantern.chat_template import example
 from lantern.data.text import check_text_file
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write
@@ -50,10 +51,8 @@ def _translation(record: dict, index: int) -> str | None:
     if not en or not hu:
         return None
     if index % 2 == 0:
-        return (f"<system>Translate English to Hungarian.</system><user>{en}</user>"
-                f"<assistant>{hu}</assistant>")
-    return (f"<system>Translate Hungarian to English.</system><user>{hu}</user>"
-            f"<assistant>{en}</assistant>")
+        return example(en, hu, "Translate English to Hungarian.")
+    return example(hu, en, "Translate Hungarian to English.")
 
 
 @dataclass(frozen=True)
@@ -307,6 +306,20 @@ def _formatted(records: Iterable[dict], corpus: Corpus, count: int | None) -> It
     return islice((line for line in lines if line is not None), count)
 
 
+def check_valid_size(corpus: Corpus, valid_size: int | None, full: bool, source: Path | None
+                     ) -> None:
+    """--valid_size is a positive count, and only where a validation file is cut to size."""
+    if valid_size is None:
+        return
+    if valid_size <= 0:
+        raise LanternError(f"--valid_size must be positive (got {valid_size})")
+    if "valid" not in corpus.splits:
+        raise LanternError(f"{corpus.name} has no validation split; --valid_size does not apply")
+    if full and not (source is not None and source.is_file()):
+        raise LanternError("--full writes the whole validation split; --valid_size applies to "
+                           "samples (or to a single --source file)")
+
+
 def prepare(name: str, data_dir: str | Path = "data", sample_size: int | None = None,
             full: bool = False, valid_size: int | None = None, source: str | Path | None = None,
             overwrite: bool = False) -> list[tuple[Path, int]]:
@@ -320,12 +333,16 @@ def prepare(name: str, data_dir: str | Path = "data", sample_size: int | None = 
         raise LanternError("give --sample_size N for a sample, or --full for the whole dataset")
     if sample_size is not None and sample_size <= 0:
         raise LanternError(f"--sample_size must be positive (got {sample_size})")
+    source = Path(source) if source is not None else None
+    check_valid_size(corpus, valid_size, full, source)
     data_dir = Path(data_dir)
+    existing = next(d for d in (data_dir, *data_dir.parents) if d.exists())
+    if not existing.is_dir():
+        raise LanternError(f"cannot use --data_dir {data_dir}: {existing} is a file, not a directory")
     plans = plan_outputs(corpus, data_dir, sample_size, valid_size)
     for plan in plans:
         if plan.path.exists() and not overwrite:
             raise LanternError(f"{plan.path} already exists; use --overwrite to replace it")
-    source = Path(source) if source is not None else None
     if source is not None and not source.exists():
         raise LanternError(f"--source not found: {source}")
     results = []

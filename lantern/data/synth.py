@@ -8,8 +8,8 @@ objects take the accusative -t, the article is `a` or `az` by the next word's fi
 numerals take a singular noun, and the copula is dropped in the third person.
 
 Four kinds of line, as `lantern data synth` writes them, each closed by `<eos>`:
-sentences and stories (English or Hungarian), translation pairs and instructions/Q&A in
-`<system>…</system><user>…</user><assistant>…</assistant>` form.
+sentences and stories (English or Hungarian), translation pairs and instructions/Q&A in the
+chat layout of `lantern.chat_template`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from lantern.chat_template import example
 from lantern.tokenizers.base import EOS
 
 # --- Hungarian morphology --------------------------------------------------------------------
@@ -421,45 +422,40 @@ def story(rng: random.Random) -> Pair:
     return Pair(" ".join(p.en for p in parts), " ".join(p.hu for p in parts))
 
 
-# --- chat-form lines ---------------------------------------------------------------------------
-
-
-def chat(user: str, assistant: str, system: str | None = None) -> str:
-    head = f"<system>{system}</system>" if system else ""
-    return f"{head}<user>{user}</user><assistant>{assistant}</assistant>"
+# --- chat-form lines (through lantern.chat_template) --------------------------------------------
 
 
 def translation(rng: random.Random) -> str:
     pair = sentence(rng) if rng.random() < 0.85 else story(rng)
     if rng.random() < 0.5:
-        return chat(pair.en, pair.hu, "Translate English to Hungarian.")
-    return chat(pair.hu, pair.en, "Translate Hungarian to English.")
+        return example(pair.en, pair.hu, "Translate English to Hungarian.")
+    return example(pair.hu, pair.en, "Translate Hungarian to English.")
 
 
-def _word_question(rng: random.Random) -> str:
+def _word_question(rng: random.Random) -> tuple[str, str]:
     noun = rng.choice(NOUNS)
     roll = rng.random()
     if roll < 0.25:
-        return chat(f'What is the Hungarian word for "{noun.en}"?',
-                    f'The Hungarian word for "{noun.en}" is "{noun.hu}".')
+        return (f'What is the Hungarian word for "{noun.en}"?',
+                f'The Hungarian word for "{noun.en}" is "{noun.hu}".')
     if roll < 0.5:
-        return chat(f'What does "{noun.hu}" mean in English?', f'"{noun.hu}" means "{noun.en}".')
+        return (f'What does "{noun.hu}" mean in English?', f'"{noun.hu}" means "{noun.en}".')
     if roll < 0.75:
-        return chat(f'What is the plural of the Hungarian word "{noun.hu}"?',
-                    f'The plural of "{noun.hu}" is "{noun.hu_plural}".')
-    return chat(f'Mi a "{noun.hu}" szó tárgyesete?', f'A "{noun.hu}" tárgyesete "{noun.hu_accusative}".')
+        return (f'What is the plural of the Hungarian word "{noun.hu}"?',
+                f'The plural of "{noun.hu}" is "{noun.hu_plural}".')
+    return (f'Mi a "{noun.hu}" szó tárgyesete?', f'A "{noun.hu}" tárgyesete "{noun.hu_accusative}".')
 
 
-def _arithmetic(rng: random.Random) -> str:
+def _arithmetic(rng: random.Random) -> tuple[str, str]:
     a, b = rng.randint(0, 99), rng.randint(0, 99)
     op = rng.choice("+-")
     a, b = (a, b) if op == "+" or a >= b else (b, a)
     result = a + b if op == "+" else a - b
     question = rng.choice([f"What is {a} {op} {b}?", f"Mennyi {a} {op} {b}?"])
-    return chat(question, f"{a} {op} {b} = {result}")
+    return (question, f"{a} {op} {b} = {result}")
 
 
-def _reading(rng: random.Random) -> str:
+def _reading(rng: random.Random) -> tuple[str, str]:
     """Q&A about a sentence: where is it, what does it do to what (answers in the accusative)."""
     subj = noun_phrase(rng, ANIMATE, allow_plural=False)
     while True:
@@ -470,13 +466,13 @@ def _reading(rng: random.Random) -> str:
     hu_subject = subj.hu if subj.definite else f"{article(subj.noun.hu)} {subj.noun.hu}"
     en_subject = subj.en if subj.definite else f"the {subj.noun.en}"
     if rng.random() < 0.5:
-        return chat(f"{pair.en} What does {en_subject} {verb.en}?",
-                    obj.en[0].upper() + obj.en[1:] + ".")
+        return (f"{pair.en} What does {en_subject} {verb.en}?",
+                obj.en[0].upper() + obj.en[1:] + ".")
     question = f"Mit {verb.hu['indef']['sg3']} {hu_subject}?"
-    return chat(f"{pair.hu} {question}", obj.hu_accusative[0].upper() + obj.hu_accusative[1:] + ".")
+    return (f"{pair.hu} {question}", obj.hu_accusative[0].upper() + obj.hu_accusative[1:] + ".")
 
 
-def _make_plural(rng: random.Random) -> str:
+def _make_plural(rng: random.Random) -> tuple[str, str]:
     noun = rng.choice([n for n in NOUNS if n.kind in ANIMATE])
     verb = rng.choice(INTRANSITIVE)
     singular = Pair(_sentence("the", noun.en, verb.en_3sg),
@@ -484,17 +480,18 @@ def _make_plural(rng: random.Random) -> str:
     plural = Pair(_sentence("the", noun.en_plural, verb.en),
                   _sentence(article(noun.hu_plural), noun.hu_plural, verb.hu["indef"]["pl3"]))
     if rng.random() < 0.5:
-        return chat(f"Make this sentence plural: {singular.en}", plural.en)
-    return chat(f"Tedd többes számba: {singular.hu}", plural.hu)
+        return (f"Make this sentence plural: {singular.en}", plural.en)
+    return (f"Tedd többes számba: {singular.hu}", plural.hu)
 
 
-def _count_words(rng: random.Random) -> str:
+def _count_words(rng: random.Random) -> tuple[str, str]:
     pair = sentence(rng)
     text = rng.choice((pair.en, pair.hu))
-    return chat(f"How many words are in this sentence? {text}", str(len(text.split())))
+    return (f"How many words are in this sentence? {text}", str(len(text.split())))
 
 
-INSTRUCTION_KINDS: dict[str, Callable[[random.Random], str]] = {
+# Each kind draws one (user, assistant) exchange.
+INSTRUCTION_KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "word": _word_question, "arithmetic": _arithmetic, "reading": _reading,
     "plural": _make_plural, "count": _count_words,
 }
@@ -503,9 +500,8 @@ SYSTEM_PROMPTS = (None, "You are a helpful assistant.", "Answer briefly.",
 
 
 def instruction(rng: random.Random, kinds: tuple[str, ...] = tuple(INSTRUCTION_KINDS)) -> str:
-    line = INSTRUCTION_KINDS[rng.choice(kinds)](rng)
-    system = rng.choice(SYSTEM_PROMPTS)
-    return f"<system>{system}</system>{line}" if system else line
+    user, assistant = INSTRUCTION_KINDS[rng.choice(kinds)](rng)
+    return example(user, assistant, rng.choice(SYSTEM_PROMPTS))
 
 
 # --- the generator -----------------------------------------------------------------------------

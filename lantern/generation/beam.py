@@ -9,13 +9,14 @@ bound, so the search never stops before it could have found something better).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from lantern.errors import LanternError
-from lantern.generation.decode import Decoder
+from lantern.generation.core import Decoder
+from lantern.models.lantern_model import LANTERNModel
 
 
 @dataclass
@@ -54,23 +55,27 @@ class BeamPool:
 
 @torch.inference_mode()
 def beam_search(
-    model,
-    input_ids: torch.Tensor,
+    model: LANTERNModel,
+    prompts: Sequence[Sequence[int]],
     num_beams: int,
     max_new_tokens: int,
     stop_ids: Collection[int] = (),
     length_penalty: float = 1.0,
     early_stopping: bool = False,
-    valid: torch.Tensor | None = None,
     steps_per_block: int | None = None,
 ) -> list[list[Hypothesis]]:
-    """For each prompt row of `input_ids` (B, L), its finished hypotheses, best first."""
+    """For each prompt, its finished hypotheses, best first. A policy over the decoding core:
+    the decoder keeps `num_beams` rows per prompt and follows the surviving beams."""
     if num_beams < 1:
         raise LanternError(f"--num_beams must be positive (got {num_beams})")
-    batch, vocab = input_ids.shape[0], model.config.vocab_size
-    device = input_ids.device
-    rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
-    decoder = Decoder(model, input_ids[rows], None if valid is None else valid[rows], steps_per_block)
+    batch, vocab = len(prompts), model.config.vocab_size
+    was_training = model.training
+    model.eval()
+    decoder = Decoder(model, steps_per_block)
+    handles = decoder.add(prompts)
+    row_of = {handle: row for row, handle in enumerate(decoder.handles)}
+    decoder.reorder([row_of[h] for h in handles for _ in range(num_beams)])  # encoded once
+    device = decoder.device
     # Only the first beam of each prompt is live at the start, so the beams begin distinct.
     beam_scores = torch.full((batch, num_beams), float("-inf"), device=device)
     beam_scores[:, 0] = 0.0
@@ -78,7 +83,7 @@ def beam_search(
     pools = [BeamPool(num_beams, length_penalty) for _ in range(batch)]
     done = [False] * batch
     stop = set(stop_ids)
-    logits = decoder.last_logits
+    logits = decoder.logits
     for length in range(1, max_new_tokens + 1):
         log_probs = logits.float().log_softmax(dim=-1) + beam_scores.view(-1, 1)
         top_scores, top_index = log_probs.view(batch, -1).topk(2 * num_beams, dim=-1)
@@ -112,13 +117,14 @@ def beam_search(
         order = next_rows.view(-1)
         sequences = torch.cat([sequences[order], next_tokens.view(-1, 1)], dim=1)
         beam_scores = next_scores
-        decoder.reorder(order)
+        decoder.reorder(order.tolist())
         if length < max_new_tokens:
-            logits = decoder.step(next_tokens.view(-1, 1))
+            logits = decoder.step(next_tokens.view(-1))
     for b in range(batch):
         if not done[b]:  # reached max_new_tokens: the running beams are finished as they stand
             for beam in range(num_beams):
                 score = float(beam_scores[b, beam])
                 if score > float("-inf"):
                     pools[b].add(sequences[b * num_beams + beam].tolist(), score)
+    model.train(was_training)
     return [pool.hypotheses for pool in pools]

@@ -14,9 +14,9 @@ from typing import TextIO
 import torch
 
 from lantern.errors import LanternError
-from lantern.generation.prompts import chat_prompt, chat_stop_ids, encode_prompt, fit_context
-from lantern.generation.textgen import GenerationSettings, complete
-from lantern.tokenizers import Tokenizer
+from lantern.generation.engine import TextEngine
+from lantern.generation.prompts import chat_prompt, fit_context
+from lantern.generation.settings import GenerationConfig
 
 HELP = """Commands:
   /temp <value>   temperature (0 = greedy)
@@ -35,32 +35,34 @@ class InteractiveSession:
 
     def __init__(
         self,
-        model,
-        tokenizer: Tokenizer,
-        settings: GenerationSettings,
+        engine: TextEngine,
+        settings: GenerationConfig,
         chat: bool,
         system: str | None = None,
         seed: int | None = None,
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        self.engine = engine
         self.settings = settings
         self.chat = chat
         self.system = system
-        self.out = out
+        self.out = out or sys.stdout
         self.history: list[tuple[str, str]] = []
-        self.generator = torch.Generator(device=next(model.parameters()).device)
+        # Each answer draws its own seed from the session's generator, so /seed N replays them.
+        self.generator = torch.Generator()
         self.reseed(seed)
 
     def reseed(self, seed: int | None) -> None:
         self.generator.manual_seed(seed) if seed is not None else self.generator.seed()
 
+    def next_seed(self) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=self.generator))
+
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     def describe(self) -> str:
-        s = self.settings.sampling
+        s = self.settings
         return (f"temp={s.temperature}, top_k={s.top_k or 'off'}, top_p={s.top_p or 'off'}, "
                 f"len={self.settings.max_new_tokens}")
 
@@ -126,8 +128,7 @@ class InteractiveSession:
             value = None
         if field == "top_p" and value == 1:
             value = None
-        sampling = dataclasses.replace(self.settings.sampling, **{field: value})
-        self.settings = dataclasses.replace(self.settings, sampling=sampling)
+        self.settings = dataclasses.replace(self.settings, **{field: value})
 
     def set_length(self, field: str, value: int) -> None:
         self.settings = dataclasses.replace(self.settings, max_new_tokens=value)
@@ -138,7 +139,7 @@ class InteractiveSession:
     def answer(self, message: str) -> None:
         """Stream one answer; Ctrl-C keeps what was said so far and returns to the prompt."""
         ids = self.prompt_ids(message)
-        stop_ids = chat_stop_ids(self.tokenizer) if self.chat else {self.tokenizer.eos_id} - {None}
+        stop_ids = self.engine.stop_ids(self.chat)
         pieces: list[str] = []
 
         def show(_row: int, piece: str) -> None:
@@ -149,8 +150,8 @@ class InteractiveSession:
         if not self.chat:
             self.out.write(message)
         try:
-            complete(self.model, self.tokenizer, [message], [ids], self.settings, stop_ids,
-                     self.generator, on_text=show)
+            config = dataclasses.replace(self.settings, seed=self.next_seed())
+            self.engine.complete([message], [ids], config, stop_ids, on_text=show)
             self.say("")
         except KeyboardInterrupt:
             self.say(" [stopped]")
@@ -159,15 +160,13 @@ class InteractiveSession:
 
     def prompt_ids(self, message: str) -> list[int]:
         """Encode, dropping the oldest chat turns (then old tokens) to fit the context."""
-        context = self.model.config.context_length
-        encode_prompt(self.tokenizer, message)  # the user's own text must be valid
-        if not self.chat:
-            ids = encode_prompt(self.tokenizer, message)
-        else:
-            ids = encode_prompt(self.tokenizer, chat_prompt(self.history, message, self.system))
+        context = self.engine.context_length
+        ids = self.engine.encode(message)  # the user's own text must be valid
+        if self.chat:
+            ids = self.engine.encode(chat_prompt(self.history, message, self.system))
             while len(ids) > context and self.history:
                 self.history.pop(0)
-                ids = encode_prompt(self.tokenizer, chat_prompt(self.history, message, self.system))
+                ids = self.engine.encode(chat_prompt(self.history, message, self.system))
         ids, cut = fit_context(ids, context)
         if cut:
             self.say(f"(note: the prompt is longer than the model's context of {context} "

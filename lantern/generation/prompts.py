@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from lantern.chat_template import ASSISTANT, END_ASSISTANT, USER, render
 from lantern.errors import LanternError
 from lantern.tokenizers import Tokenizer
-
-ASSISTANT, END_ASSISTANT, USER = "<assistant>", "</assistant>", "<user>"
+from lantern.tokenizers.base import UNK
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str | None) -> list[int]:
@@ -24,11 +24,12 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str | None) -> list[int]:
     if not prompt:
         raise LanternError("the prompt is empty; give some text, or leave the prompt out")
     ids = tokenizer.encode(prompt)
-    unk = tokenizer.token_to_id("<unk>")
-    if unk is not None and unk in ids and "<unk>" not in prompt:
+    unk = tokenizer.token_to_id(UNK)
+    if unk is not None and unk in ids and UNK not in prompt:
         unknown = "".join(sorted({c for c in prompt if tokenizer.encode(c) == [unk]}))
         raise LanternError(
-            f"the prompt has characters this model's tokenizer does not know: {unknown!r}"
+            f"the prompt has characters this model's tokenizer does not know: {unknown!r} "
+            "(this vocabulary predates byte fallback; retrain to accept any text)"
         )
     if not ids:
         raise LanternError("the prompt encodes to no tokens")
@@ -41,11 +42,11 @@ def fit_context(ids: list[int], context: int) -> tuple[list[int], bool]:
 
 
 def chat_prompt(history: list[tuple[str, str]], message: str, system: str | None = None) -> str:
-    """The `<system>/<user>/<assistant>` layout of chat training text, open for the answer."""
-    text = f"<system>{system}</system>" if system else ""
+    """The conversation in LANTERN's chat layout, open for the answer."""
+    messages = [{"role": "system", "content": system}] if system else []
     for user, assistant in history:
-        text += f"<user>{user}</user><assistant>{assistant}</assistant>\n"
-    return text + f"<user>{message}</user>{ASSISTANT}"
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return render(messages + [{"role": "user", "content": message}])
 
 
 def chat_stop_ids(tokenizer: Tokenizer) -> set[int]:

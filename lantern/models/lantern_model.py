@@ -20,38 +20,22 @@ from torch import nn
 
 from lantern.config import LANTERNConfig
 from lantern.errors import LanternError
-from lantern.models.attention import KVCache, window_allows
+from lantern.models.attention import CacheWrite, KVCache
 from lantern.models.layers import Block, make_norm
 from lantern.models.positions import AbsolutePositions, Rotary
 
 IGNORE_INDEX = -100
 
 
-def causal_mask(
-    query_length: int,
-    past_length: int,
-    key_padding: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """Boolean (B|1, 1, L, past+L) mask, or None where SDPA's own causal flag is exact."""
-    if key_padding is None and (past_length == 0 or query_length == 1):
-        return None
-    total = past_length + query_length
-    rows = torch.arange(past_length, total, device=device)[:, None]
-    mask = (torch.arange(total, device=device)[None, :] <= rows)[None, None]
-    if key_padding is not None:
-        mask = mask & key_padding[:, None, None, :total]
-    return mask
-
-
 @dataclass
 class StepContext:
-    """What every block application of one forward call shares: positions, mask, cache."""
+    """What every block application of one forward call shares: positions, cache, its plan."""
 
     rope: tuple[torch.Tensor, torch.Tensor] | None
-    mask: torch.Tensor | None
     cache: KVCache | None
+    write: CacheWrite | None  # where this call's keys/values go in the cache
     stride: int  # cache layers per block (the depth the cache was built for)
+    positions: torch.Tensor  # (B|1, L)
 
 
 class RecursiveTransformer(nn.Module):
@@ -82,34 +66,31 @@ class RecursiveTransformer(nn.Module):
         length: int,
         cache: KVCache | None,
         position_ids: torch.Tensor | None,
-        key_padding: torch.Tensor | None,
         device: torch.device,
         steps: int,
     ) -> StepContext:
-        """Positions and the attention mask for `length` new tokens after the cached ones."""
-        past = cache.length if cache is not None else 0
+        """Positions, and the cache plan, for `length` new tokens after each row's cached ones."""
         if position_ids is None:
-            position_ids = torch.arange(past, past + length, device=device)[None]
+            position_ids = torch.arange(length, device=device)[None]
+            if cache is not None:
+                position_ids = cache.lengths[:, None] + position_ids
         rope = self.rotary(position_ids) if self.rotary is not None else None
-        window, sink = self.config.attention_window, self.config.attention_sink
-        if cache is not None and cache.is_ring:
-            mask = cache.attention_mask(length, key_padding)
-        elif window is not None and (past > 0 or key_padding is not None):
-            # Rare paths (a linear cache, or padded rows): a dense mask, O(L * keys).
-            keys = torch.arange(past + length, device=device)
-            mask = window_allows(keys[past:], keys, window, sink)[None, None]
-            if key_padding is not None:
-                mask = mask & key_padding[:, None, None, : past + length]
-        else:
-            mask = causal_mask(length, past, key_padding, device)
         stride = steps
-        if cache is not None and cache.steps_per_block is not None:
-            stride = cache.steps_per_block
-            if steps > stride:
-                raise LanternError(
-                    f"this cache was built for {stride} steps per block; {steps} were asked"
-                )
-        return StepContext(rope, mask, cache, stride)
+        write = None
+        if cache is not None:
+            if cache.steps_per_block is not None:
+                stride = cache.steps_per_block
+                if steps > stride:
+                    raise LanternError(
+                        f"this cache was built for {stride} steps per block; {steps} were asked"
+                    )
+            write = cache.plan(position_ids.expand(cache.batch_size, -1))
+        return StepContext(rope, cache, write, stride, position_ids)
+
+    def finish(self, ctx: StepContext) -> None:
+        """Record the call's positions in the cache, once every layer has written."""
+        if ctx.cache is not None and ctx.write is not None:
+            ctx.cache.advance(ctx.positions.expand(ctx.cache.batch_size, -1), ctx.write)
 
     def new_cache(
         self, batch_size: int, max_length: int, steps: int, like: torch.Tensor
@@ -145,7 +126,7 @@ class RecursiveTransformer(nn.Module):
         for step in range(start, stop):
             h = self.reinject(h, block_input, block, step)
             h = module(h, rope=ctx.rope, cache=ctx.cache, layer=block * ctx.stride + step,
-                       attn_mask=ctx.mask)
+                       write=ctx.write)
         return h
 
     def fill_skipped(
@@ -160,7 +141,15 @@ class RecursiveTransformer(nn.Module):
         module = self.blocks[block]
         x = module.attn_norm(self.reinject(h, block_input, block, depth))
         layers = range(block * ctx.stride + depth, (block + 1) * ctx.stride)
-        module.attn.fill_cache(x, ctx.rope, ctx.cache, layers)
+        module.attn.fill_cache(x, ctx.rope, ctx.cache, layers, ctx.write)
+
+    def run(self, h: torch.Tensor, steps: int, ctx: StepContext) -> torch.Tensor:
+        """Every block at `steps` steps, within a prepared call (the cache not yet advanced)."""
+        for b in range(len(self.blocks)):
+            block_input = h
+            h = self.apply_steps(h, block_input, b, 0, steps, ctx)
+            self.fill_skipped(h, block_input, b, steps, ctx)
+        return h
 
     def forward(
         self,
@@ -168,16 +157,11 @@ class RecursiveTransformer(nn.Module):
         steps_per_block: int | None = None,
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
-        key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         steps = steps_per_block or self.config.steps_per_block
-        ctx = self.prepare(h.shape[1], cache, position_ids, key_padding, h.device, steps)
-        for b in range(len(self.blocks)):
-            block_input = h
-            h = self.apply_steps(h, block_input, b, 0, steps, ctx)
-            self.fill_skipped(h, block_input, b, steps, ctx)
-        if cache is not None:
-            cache.advance(h.shape[1])
+        ctx = self.prepare(h.shape[1], cache, position_ids, h.device, steps)
+        h = self.run(h, steps, ctx)
+        self.finish(ctx)
         return self.norm(h)
 
 
@@ -198,8 +182,6 @@ class LANTERNModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        # Lets callers holding only `model.transformer` embed tokens with their positions.
-        self.transformer.embed_input = self.embed
         self.apply(self._init_weights)
         # Scaled init of the residual projections (GPT-2), by the effective depth.
         depth = config.num_blocks * config.steps_per_block
@@ -225,11 +207,39 @@ class LANTERNModel(nn.Module):
         """Unique trainable parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, idx: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        h = self.embed_tokens(idx)
+    @property
+    def positions_unbounded(self) -> bool:
+        """Whether positions past the context can be computed (RoPE, sinusoidal), so a
+        sliding-window model can generate on with its ring cache and never re-encode."""
+        return self.config.position in ("rope", "sinusoidal")
+
+    def embed(
+        self, idx: torch.Tensor, position_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token (or given) embeddings plus absolute positions, as the blocks take them."""
+        h = self.embed_tokens(idx) if inputs_embeds is None else inputs_embeds
         if self.positions is not None:
             h = h + self.positions(position_ids)
         return self.embed_dropout(h)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits from normalized hidden states (the transformer's output)."""
+        return self.lm_head(h)
+
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        steps_per_block: int | None = None,
+        cache: KVCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Normalized final hidden states (B, L, C) of `idx`, continuing `cache` if given."""
+        position_ids = torch.arange(idx.shape[1], device=idx.device)[None]
+        if cache is not None:
+            position_ids = cache.lengths[:, None] + position_ids
+        h = self.embed(idx, position_ids, inputs_embeds)
+        return self.transformer(h, steps_per_block=steps_per_block, cache=cache,
+                                position_ids=position_ids)
 
     def new_cache(
         self, batch_size: int, max_length: int | None = None, steps_per_block: int | None = None
@@ -246,25 +256,14 @@ class LANTERNModel(nn.Module):
         targets: torch.Tensor | None = None,
         steps_per_block: int | None = None,
         cache: KVCache | None = None,
-        position_ids: torch.Tensor | None = None,
-        key_padding: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position, and the mean next-token loss when targets are given.
 
-        Targets equal to -100 are ignored (padding, THINK positions).
+        Targets equal to -100 are ignored (padding, THINK positions). `inputs_embeds` (B, L, C)
+        replaces the token embeddings (e.g. a latent slot); `idx` still gives the shape.
         """
-        past = cache.length if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + idx.shape[1], device=idx.device)[None]
-        h = self.embed(idx, position_ids)
-        h = self.transformer(
-            h,
-            steps_per_block=steps_per_block,
-            cache=cache,
-            position_ids=position_ids,
-            key_padding=key_padding,
-        )
-        logits = self.lm_head(h)
+        logits = self.head(self.hidden(idx, steps_per_block, cache, inputs_embeds))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
@@ -286,7 +285,7 @@ class LANTERNModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Sample a continuation of `input_ids` (B, L) with the KV cache; returns (B, L + new)."""
-        from lantern.generation.decode import sample_tokens
+        from lantern.generation.core import sample_tokens
 
         return sample_tokens(
             self,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lantern.config import LANTERNConfig
-from lantern.models.attention import CausalSelfAttention, KVCache
+from lantern.models.attention import CacheWrite, CausalSelfAttention, KVCache
 
 
 def make_norm(config: LANTERNConfig) -> nn.Module:
@@ -52,7 +52,7 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
-        attn_mask: torch.Tensor | None = None,
+        write: CacheWrite | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rope=rope, cache=cache, layer=layer, attn_mask=attn_mask)
+        x = x + self.attn(self.attn_norm(x), rope=rope, cache=cache, layer=layer, write=write)
         return x + self.mlp(self.mlp_norm(x))

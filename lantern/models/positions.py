@@ -12,14 +12,20 @@ import torch
 from torch import nn
 
 
-def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed sine/cosine table of "Attention Is All You Need", shape (length, dim)."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """The fixed sine/cosine vectors of "Attention Is All You Need" for any positions (...)."""
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device)
+                          * (-math.log(10000.0) / dim))
+    angle = positions.float()[..., None] * frequency
+    table = torch.zeros(*positions.shape, dim, device=positions.device)
+    table[..., 0::2] = torch.sin(angle)
+    table[..., 1::2] = torch.cos(angle[..., : dim // 2])
     return table
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """Sinusoidal vectors of positions 0..length-1, shape (length, dim)."""
+    return sinusoids(torch.arange(length), dim)
 
 
 class AbsolutePositions(nn.Module):
@@ -34,22 +40,33 @@ class AbsolutePositions(nn.Module):
             self.register_buffer("table", sinusoidal_table(context_length, dim), persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sinusoidal" and int(position_ids.max()) >= self.table.shape[0]:
+            return sinusoids(position_ids, self.table.shape[1]).to(self.table.dtype)
         return self.table[position_ids]
 
 
 class Rotary(nn.Module):
-    """Precomputed RoPE angles; `forward` returns (cos, sin) for the given positions."""
+    """RoPE angles, precomputed for the context; positions beyond it (a sliding-window model
+    generating on) are computed when asked. `forward` returns (cos, sin)."""
 
     def __init__(self, head_dim: int, context_length: int, theta: float = 10000.0) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        angles = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        cos, sin = self.angles(torch.arange(context_length))
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions.float()[..., None] * self.inv_freq.to(positions.device)
         angles = torch.cat([angles, angles], dim=-1)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        return angles.cos(), angles.sin()
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # (B, L) -> (B, 1, L, head_dim), broadcast over heads
+        if int(position_ids.max()) >= self.cos.shape[0]:
+            cos, sin = self.angles(position_ids)
+            return cos.unsqueeze(1), sin.unsqueeze(1)
         return self.cos[position_ids].unsqueeze(1), self.sin[position_ids].unsqueeze(1)
 
 

@@ -10,14 +10,15 @@ from tokenizers import Tokenizer as HFTokenizer
 from lantern.errors import LanternError
 from lantern.tokenizers.base import SPECIAL_TOKENS, Tokenizer
 from lantern.tokenizers.bpe import HFTokenizerAdapter
+from lantern.tokenizers.char import BYTE_TOKENS, CharTokenizer
 from lantern.tokenizers.char import FORMAT as CHAR_FORMAT
-from lantern.tokenizers.char import CharTokenizer
 from lantern.tokenizers.tiktoken_adapter import FORMAT as TIKTOKEN_FORMAT
 from lantern.tokenizers.tiktoken_adapter import TiktokenTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 
 __all__ = [
+    "BYTE_TOKENS",
     "SPECIAL_TOKENS",
     "TOKENIZER_FILE",
     "CharTokenizer",

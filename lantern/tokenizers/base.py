@@ -5,9 +5,26 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from lantern.chat_template import CHAT_TAGS
+from lantern.errors import LanternError
+
 PAD, UNK, BOS, EOS, THINK = "<pad>", "<unk>", "<bos>", "<eos>", "<think>"
-CHAT_TAGS = ("<system>", "</system>", "<user>", "</user>", "<assistant>", "</assistant>")
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, THINK, *CHAT_TAGS)
+
+
+def check_text(text: str) -> None:
+    """Refuse what no tokenizer can encode: anything but a str of valid Unicode. The usual
+    culprit is a lone surrogate, which is what Python makes of bytes that are not UTF-8 in
+    command-line arguments and file names."""
+    if not isinstance(text, str):
+        raise LanternError(f"a tokenizer encodes text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LanternError(
+            f"the text is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at "
+            f"character {exc.start} (was it read from bytes that are not UTF-8?)"
+        ) from None
 
 
 class Tokenizer(ABC):

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lantern.errors import LanternError
-from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer
+from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer, check_text
 
 MIN_BPE_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + the 256 byte symbols
 
@@ -89,10 +89,21 @@ class HFTokenizerAdapter(Tokenizer):
         return self.hf.token_to_id(token)
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:  # what the Rust side raises for a lone surrogate or a non-str
+            check_text(text)
+            raise
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        try:
+            encodings = self.hf.encode_batch(texts, add_special_tokens=False)
+        except TypeError:
+            for text in texts:
+                check_text(text)
+            raise
+        return [e.ids for e in encodings]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         ids = [int(i) for i in ids]

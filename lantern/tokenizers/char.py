@@ -1,4 +1,5 @@
-"""Character-level tokenizer: one id per character seen in the training text."""
+"""Character-level tokenizer: one id per character seen in the training text, plus 256 byte
+tokens so that a character never seen in training still round-trips exactly."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from lantern.errors import LanternError
-from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer
+from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer, check_text
 
 FORMAT = "lantern-char"
+BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))  # SentencePiece's and llama.cpp's names
 _SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
@@ -23,25 +25,29 @@ def split_special(text: str) -> list[str]:
 
 
 class CharTokenizer(Tokenizer):
-    """Ids 0..len(specials)-1 are the special tokens, then the characters in sorted order.
+    """Ids 0..len(specials)-1 are the special tokens, then the characters in sorted order,
+    then (with `byte_fallback`, the default) the byte tokens `<0x00>`..`<0xFF>`.
 
-    With `byte_fallback`, 256 byte ids follow the characters: a character never seen in
-    training is encoded as its UTF-8 bytes instead of `<unk>`, so any text round-trips.
+    A character outside the vocabulary is encoded as the byte tokens of its UTF-8 form, so any
+    text round-trips. Vocabularies saved before byte fallback existed load without it and
+    keep their old behaviour: unknown characters become `<unk>`.
     """
 
     kind = "char"
 
     def __init__(self, chars: Sequence[str], special_tokens: Sequence[str] = SPECIAL_TOKENS,
-                 byte_fallback: bool = False):
+                 byte_fallback: bool = True):
         self.tokens = list(special_tokens) + [c for c in chars if c not in special_tokens]
+        self._byte_start = len(self.tokens)
+        self.byte_fallback = byte_fallback
+        if byte_fallback:
+            self.tokens += BYTE_TOKENS
         self._ids = {tok: i for i, tok in enumerate(self.tokens)}
         self._specials = set(special_tokens)
         self._unk = self._ids[UNK]
-        self.byte_fallback = byte_fallback
-        self._byte_start = len(self.tokens)
 
     @classmethod
-    def train(cls, texts: Iterable[str], byte_fallback: bool = False) -> CharTokenizer:
+    def train(cls, texts: Iterable[str], byte_fallback: bool = True) -> CharTokenizer:
         chars: set[str] = set()
         for text in texts:
             for piece in split_special(text):
@@ -51,7 +57,7 @@ class CharTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self.tokens) + (256 if self.byte_fallback else 0)
+        return len(self.tokens)
 
     def token_to_id(self, token: str) -> int | None:
         return self._ids.get(token)
@@ -69,16 +75,20 @@ class CharTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
-        for piece in split_special(text):
-            if piece in self._specials:
-                ids.append(self._ids[piece])
-            else:
-                ids.extend(self._encode_plain(piece).tolist())
+        try:
+            for piece in split_special(text):
+                if piece in self._specials:
+                    ids.append(self._ids[piece])
+                else:
+                    ids.extend(self._encode_plain(piece).tolist())
+        except (UnicodeEncodeError, TypeError):  # a lone surrogate, or not text at all
+            check_text(text)
+            raise
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         out: list[str] = []
-        pending = bytearray()  # consecutive byte-fallback ids form one UTF-8 sequence
+        pending = bytearray()  # consecutive byte tokens form one UTF-8 sequence
         for i in ids:
             i = int(i)
             if not 0 <= i < self.vocab_size:
@@ -98,8 +108,8 @@ class CharTokenizer(Tokenizer):
         return "".join(out)
 
     def to_json(self) -> str:
-        specials = [t for t in self.tokens if t in self._specials]
-        chars = [t for t in self.tokens if t not in self._specials]
+        specials = [t for t in self.tokens[: self._byte_start] if t in self._specials]
+        chars = [t for t in self.tokens[: self._byte_start] if t not in self._specials]
         data = {"format": FORMAT, "special_tokens": specials, "chars": chars}
         if self.byte_fallback:
             data["byte_fallback"] = True
@@ -107,4 +117,13 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        return cls(data["chars"], data["special_tokens"], bool(data.get("byte_fallback", False)))
+        """A saved vocabulary; one without the `byte_fallback` key predates it and has none."""
+        try:
+            chars, specials = list(data["chars"]), list(data["special_tokens"])
+        except (KeyError, TypeError):
+            raise LanternError("character tokenizer file lacks its `chars` or `special_tokens`"
+                               ) from None
+        if not all(isinstance(t, str) for t in chars + specials) or UNK not in specials:
+            raise LanternError("character tokenizer file is damaged: its tokens are not text "
+                               f"or it has no {UNK}")
+        return cls(chars, specials, bool(data.get("byte_fallback", False)))

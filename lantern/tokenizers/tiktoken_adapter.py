@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lantern.errors import LanternError
-from lantern.tokenizers.base import EOS, Tokenizer
+from lantern.tokenizers.base import EOS, Tokenizer, check_text
 
 FORMAT = "lantern-tiktoken"
 ENDOFTEXT = "<|endoftext|>"
@@ -101,6 +101,8 @@ class TiktokenTokenizer(Tokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Every core: all pieces of all texts go to tiktoken's thread pool at once."""
+        for text in texts:
+            check_text(text)  # tiktoken itself would replace a lone surrogate silently
         split = [self._split_eos(t) for t in texts]
         flat = [part for parts in split for part in parts]
         encoded = iter(self.enc.encode_ordinary_batch(flat, num_threads=os.cpu_count() or 1))

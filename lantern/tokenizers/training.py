@@ -45,11 +45,13 @@ def train_tokenizer(paths: Sequence[str | Path], kind: str = "bpe", vocab_size: 
         raise LanternError("give at least one training file with --data")
     if max_token_length is not None and max_token_length < 1:
         raise LanternError(f"--max_token_length must be positive (got {max_token_length})")
+    if min_frequency < 0:
+        raise LanternError(f"--min_freq must not be negative (got {min_frequency})")
     for path in paths:
         check_text_file(path)
     texts = iter_training_text(paths)
     if kind == "char":
-        return CharTokenizer.train(texts, byte_fallback=True)
+        return CharTokenizer.train(texts)
     if kind == "unigram":
         return HFTokenizerAdapter.train_unigram(texts, vocab_size, max_token_length)
     return HFTokenizerAdapter.train_bpe(texts, vocab_size, min_frequency, max_token_length)

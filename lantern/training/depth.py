@@ -7,7 +7,8 @@ Specs (`--depth_schedule`):
   the heavy-tailed sampling used for recurrent-depth models, which teaches the block to keep
   improving (not diverge) when applied more often than usual.
 
-Depths are drawn from torch's global RNG, which checkpoints save, so resumed runs draw the same.
+Depths are drawn from a generator the trainer seeds alike on every rank (all ranks run the same
+depth each step) and saves in checkpoints, so resumed runs draw the same.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ class DepthSchedule:
             raise LanternError(f"--depth_schedule {kind}: needs one number >= 1 (got {spec!r})")
         return cls(kind, value, int(value) if kind == "fixed" else int(2 * value))
 
-    def sample(self) -> int:
+    def sample(self, generator: torch.Generator | None = None) -> int:
         if self.kind == "fixed":
             return self.high
         if self.kind == "random":
-            return int(torch.randint(int(self.low), self.high + 1, ()).item())
-        draw = 1 + int(torch.poisson(torch.tensor(self.low - 1.0)).item())
+            return int(torch.randint(int(self.low), self.high + 1, (), generator=generator).item())
+        draw = 1 + int(torch.poisson(torch.tensor(self.low - 1.0), generator=generator).item())
         return min(draw, self.high)
 
     @property

@@ -1,10 +1,19 @@
-"""The training log (JSON lines a user can plot) and its loss-curve picture."""
+"""The metrics logger: JSON lines a user can plot, a progress bar, log lines, a loss curve.
+
+Under torchrun only rank 0 has one; the other ranks get a silent logger.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from lantern.fileio import atomic_write, atomic_write_text
 
@@ -53,3 +62,77 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+
+
+class MetricsLogger:
+    """Averages the train loss over each `log_interval` steps, measures tokens/s (evaluations
+    and saves excluded), and reports through the bar, the log lines and the JSONL file."""
+
+    def __init__(self, directory: Path | None, log_interval: int, max_steps: int, start_step: int,
+                 tokens_per_step: int, train_tokens: int, resumed: bool, quiet: bool) -> None:
+        self.directory, self.log_interval, self.max_steps = directory, log_interval, max_steps
+        self.tokens_per_step, self.train_tokens = tokens_per_step, train_tokens
+        self.quiet = quiet or directory is None
+        self.log = None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.log = TrainingLog(directory, resume_step=start_step if resumed else None)
+            if not resumed:
+                self.log.path.unlink(missing_ok=True)
+        self.bar = tqdm(total=max_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                        disable=self.quiet or None, file=sys.stderr)
+        self.start = self.interval_start = time.perf_counter()
+        self.interval_steps, self.interval_loss = 0, 0.0
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            tqdm.write(message)
+
+    def epoch(self, step: int) -> float:
+        return step * self.tokens_per_step / self.train_tokens
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        self.interval_steps += 1
+        self.interval_loss += loss
+        self.bar.update(1)
+        if step % self.log_interval and step != self.max_steps:
+            return
+        now = time.perf_counter()
+        seconds = max(now - self.interval_start, 1e-9)
+        rate = self.interval_steps * self.tokens_per_step / seconds
+        mean_loss = self.interval_loss / self.interval_steps
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
+        self.say(f"Iter {step:>6}/{self.max_steps} | Loss: {mean_loss:.4f} | LR: {lr:.2e} | "
+                 f"Speed: {self.interval_steps / seconds:.1f} it/s, {rate:,.0f} tok/s")
+        self.write({"step": step, "epoch": self.epoch(step), "train_loss": mean_loss,
+                    "learning_rate": lr, "elapsed_time": now - self.start, "tokens_per_second": rate})
+        self.interval_start, self.interval_steps, self.interval_loss = now, 0, 0.0
+
+    def evaluation(self, step: int, metrics: dict[str, float], sample: str | None) -> None:
+        self.say(f"Eval step {step} | val_loss {metrics['val_loss']:.4f} | "
+                 f"perplexity {metrics['val_perplexity']:.2f} | "
+                 f"accuracy {100 * metrics['val_accuracy']:.1f}%")
+        if sample is not None:
+            self.say(f"  Sample: {sample[:300]!r}")
+        self.write({"step": step, **metrics})
+        if self.log is not None:
+            plot_losses(self.log.records(), self.log.path.parent / PLOT_FILE)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.write(record)
+
+    @contextmanager
+    def excluded(self) -> Iterator[None]:
+        """Time spent in the block (evaluations, saves) does not count against the speed."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.interval_start += time.perf_counter() - start
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def close(self) -> None:
+        self.bar.close()

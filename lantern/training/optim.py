@@ -1,4 +1,8 @@
-"""AdamW with decay only where it belongs, and the warmup + cosine learning-rate schedule."""
+"""AdamW with decay only where it belongs, and the warmup + cosine learning-rate schedule.
+
+Both work on any `nn.Module` with a plain training step (the language-model trainer, the
+LLM-TRM pipeline).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,29 @@ import math
 import torch
 from torch import nn
 
+from lantern.training.config import OptimizerSection, ScheduleSection
 
-def make_optimizer(
-    model: nn.Module, learning_rate: float, weight_decay: float, betas: tuple[float, float]
-) -> torch.optim.AdamW:
-    """Weight decay on matrices and embeddings; none on norms and biases (1-D parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)
+
+def parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decayed, not decayed), by nanoGPT's rule: decay only the weight matrices of linear
+    layers. Gates, norms, biases, embeddings and position tables are left alone; a linear
+    weight tied to an embedding (a tied output head) counts as the embedding."""
+    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    decay, plain = [], []
+    for param in model.parameters():  # unique parameters: a tied weight appears once
+        if not param.requires_grad:
+            continue
+        is_matrix = id(param) in linear and id(param) not in embedded
+        (decay if is_matrix else plain).append(param)
+    return decay, plain
+
+
+def make_optimizer(model: nn.Module, cfg: OptimizerSection) -> torch.optim.AdamW:
+    decay, plain = parameter_groups(model)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), foreach=True)
 
 
 def learning_rate_at(
@@ -30,3 +46,17 @@ def learning_rate_at(
         return min_lr
     progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+class LRSchedule:
+    """Sets each step's learning rate on an optimizer; stateless, so resuming needs only the step."""
+
+    def __init__(self, cfg: ScheduleSection, max_lr: float, max_steps: int) -> None:
+        self.max_lr, self.max_steps, self.warmup_steps = max_lr, max_steps, cfg.warmup_steps
+        self.min_lr = cfg.min_lr if cfg.min_lr is not None else max_lr / 10
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = learning_rate_at(step, self.max_lr, self.min_lr, self.warmup_steps, self.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr

@@ -1,186 +1,52 @@
-"""The training loop: data -> model -> AdamW with warmup + cosine -> evals, logs, checkpoints.
+"""The training loop, composed of parts that each own one job (torchtitan style).
 
-Everything a run needs to continue exactly (weights, optimizer, schedule position, both RNG
-states) goes into `checkpoint_step_N.pt`, so an interrupted and resumed run ends with the same
-weights as one that never stopped.
+`Trainer` builds the parts from their config sections - data, model, optimizer, schedule,
+precision, EMA, sampler, evaluator, checkpointer, metrics logger, distributed wrapper - and
+`Trainer.fit` runs the loop. Everything a run needs to continue exactly goes into
+`checkpoint_step_N.pt`, so an interrupted and resumed run ends with the same weights as one
+that never stopped. Checkpoints are written at step boundaries only: Ctrl-C (or SIGTERM) asks
+for a stop that takes effect once the current step, with all its micro-batches, is done.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import math
-import sys
-import time
-from dataclasses import dataclass
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
-from lantern.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from lantern.config import LANTERNConfig, preset_config
+from lantern.config import LANTERNConfig
 from lantern.data.batches import WindowSampler, eval_windows
-from lantern.data.stories import build_corpus
-from lantern.data.text import read_text_file
-from lantern.data.token_store import encode_text, is_token_file, load_tokens
-from lantern.device import autocast, pick_device, pick_dtype
+from lantern.data.corpus import RunData, sample_prompt
+from lantern.data.corpus import prepare_data as prepare_run_data
 from lantern.errors import LanternError
-from lantern.fileio import atomic_write_text
+from lantern.fileio import atomic_write_text, fsync_directory
 from lantern.models.lantern_model import LANTERNModel
-from lantern.tokenizers import (
-    TOKENIZER_FILE,
-    CharTokenizer,
-    HFTokenizerAdapter,
-    Tokenizer,
-    resolve_tokenizer,
-    tokenizer_from_json,
-)
-from lantern.tokenizers.base import EOS
+from lantern.tokenizers import TOKENIZER_FILE, tokenizer_from_json
+from lantern.training.builder import build_model_config, load_initial_model
+from lantern.training.checkpointer import Checkpointer, read_resume_state, resume_file
+from lantern.training.config import CONFIG_FILE, MODEL_SHAPE_FLAGS, TrainConfig
 from lantern.training.depth import DepthSchedule
-from lantern.training.logs import LOG_FILE, PLOT_FILE, TrainingLog, plot_losses
-from lantern.training.optim import learning_rate_at, make_optimizer
+from lantern.training.distributed import Distributed
+from lantern.training.ema import EMA
+from lantern.training.evaluator import Evaluator
+from lantern.training.logs import LOG_FILE, MetricsLogger
+from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.pause import insert_pause_tokens
+from lantern.training.precision import Precision
 
-MODEL_SHAPE_FLAGS = ("hidden_size", "num_heads", "num_kv_heads", "num_blocks", "steps_per_block",
-                     "mlp_hidden_size", "mlp", "norm", "position", "dropout", "attention_window",
-                     "attention_sink", "reinject_input")
-
-
-@dataclass
-class TrainConfig:
-    """Every training setting; saved in each checkpoint so a resumed run knows how it began."""
-
-    config: str = "small"
-    data_path: str | None = None
-    val_data_path: str | None = None
-    output_dir: str = "outputs"
-    tokenizer: str = "char"
-    encoding: str = "gpt2"
-    vocab_size: int | None = None
-    seq_length: int | None = None
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    min_lr: float | None = None
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    max_steps: int = 400
-    epochs: float | None = None
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_interval: int = 100
-    eval_batches: int = 20
-    save_interval: int = 200
-    log_interval: int = 25
-    sample_length: int = 200
-    num_samples: int = 3
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 1337
-    val_fraction: float = 0.1
-    corpus_chars: int = 2_000_000
-    overwrite: bool = False
-    resume_from: str | None = None
-    # Model shape overrides (None = the preset's value).
-    hidden_size: int | None = None
-    num_heads: int | None = None
-    num_kv_heads: int | None = None
-    num_blocks: int | None = None
-    steps_per_block: int | None = None
-    mlp_hidden_size: int | None = None
-    mlp: str | None = None
-    norm: str | None = None
-    position: str | None = None
-    dropout: float | None = None
-    attention_window: int | None = None
-    attention_sink: int | None = None
-    reinject_input: bool | None = None
-    # Recursion depth per step (e.g. "random:1-4"; None = the model's depth) and THINK tokens
-    # inserted per training window (pause-token training).
-    depth_schedule: str | None = None
-    pause_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        positive = ("batch_size", "max_steps", "grad_accum", "eval_interval", "eval_batches",
-                    "save_interval", "log_interval")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
-        if self.learning_rate <= 0:
-            raise LanternError(f"--learning_rate must be positive (got {self.learning_rate})")
-        if self.seq_length is not None and self.seq_length < 2:
-            raise LanternError(f"--seq_length must be at least 2 (got {self.seq_length})")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise LanternError("--warmup_steps, --grad_clip and --weight_decay must not be negative")
-        if self.depth_schedule is not None:
-            DepthSchedule.parse(self.depth_schedule)
-        if self.pause_tokens < 0:
-            raise LanternError(f"--pause_tokens must not be negative (got {self.pause_tokens})")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise LanternError(f"--val_fraction must be between 0 and 1 (got {self.val_fraction})")
+__all__ = ["TrainConfig", "Trainer", "prepare_data", "resolve_resume", "train"]
 
 
-@dataclass
-class RunData:
-    tokenizer: Tokenizer
-    train_tokens: np.ndarray
-    val_tokens: np.ndarray
-    source: str
-
-
-def builtin_corpus_text(num_chars: int, seed: int) -> str:
-    """The built-in story corpus, each story closed by the end-of-sequence token."""
-    return "".join(story + EOS for story in build_corpus(num_chars, seed=seed))
-
-
-def make_tokenizer(cfg: TrainConfig, texts: list[str]) -> Tokenizer:
-    if cfg.tokenizer == "char":
-        return CharTokenizer.train(texts)
-    if cfg.tokenizer == "bpe":
-        return HFTokenizerAdapter.train_bpe(texts, vocab_size=cfg.vocab_size or 4096)
-    if cfg.tokenizer == "tiktoken" or Path(cfg.tokenizer).exists():
-        return resolve_tokenizer(cfg.tokenizer, cfg.encoding)
-    raise LanternError(
-        f"--tokenizer must be char, bpe, tiktoken or a tokenizer file (got {cfg.tokenizer!r})")
-
-
-def prepare_data(cfg: TrainConfig, tokenizer: Tokenizer | None) -> RunData:
-    """Build (or reuse) the tokenizer and the train/validation token arrays. Train and
-    validation always share one vocabulary."""
-    token_file = cfg.data_path is not None and is_token_file(cfg.data_path)
-    known = cfg.tokenizer == "tiktoken" or Path(cfg.tokenizer).exists()
-    if token_file and tokenizer is None and not known:
-        raise LanternError("token files (.jsonl, .bin) need --tokenizer FILE: the tokenizer that made them")
-    if cfg.data_path is None:
-        text = builtin_corpus_text(cfg.corpus_chars, cfg.seed)
-        tokenizer = tokenizer or make_tokenizer(cfg, [text])
-        tokens = encode_text(text, tokenizer)
-        source = f"built-in story corpus ({len(text):,} characters)"
-    else:
-        if tokenizer is None:
-            texts = [] if token_file else [read_text_file(cfg.data_path)]
-            if cfg.val_data_path and not is_token_file(cfg.val_data_path) and cfg.tokenizer == "char":
-                texts.append(read_text_file(cfg.val_data_path))
-            tokenizer = make_tokenizer(cfg, texts)
-        tokens = load_tokens(cfg.data_path, tokenizer)
-        source = cfg.data_path
-    if cfg.val_data_path:
-        val_tokens = load_tokens(cfg.val_data_path, tokenizer)
-        train_tokens = tokens
-    else:
-        split = int(len(tokens) * (1.0 - cfg.val_fraction))
-        train_tokens, val_tokens = tokens[:split], tokens[split:]
-    return RunData(tokenizer, train_tokens, val_tokens, source)
-
-
-def build_model_config(cfg: TrainConfig, vocab_size: int) -> LANTERNConfig:
-    overrides = {name: getattr(cfg, name) for name in MODEL_SHAPE_FLAGS}
-    base = preset_config(cfg.config, **overrides)
-    context = cfg.seq_length or base.context_length
-    return dataclasses.replace(base, vocab_size=vocab_size, context_length=context)
+def prepare_data(cfg: TrainConfig, tokenizer=None) -> RunData:
+    """The run's tokenizer and token arrays, for callers holding a whole TrainConfig."""
+    return prepare_run_data(cfg.data, tokenizer, cfg.loop.seed)
 
 
 def check_output_dir(directory: Path, overwrite: bool) -> None:
@@ -196,219 +62,305 @@ def check_output_dir(directory: Path, overwrite: bool) -> None:
         )
 
 
-@torch.no_grad()
-def evaluate(model: LANTERNModel, batches, device, dtype) -> dict[str, float]:
-    """Mean loss, perplexity and next-token accuracy over fixed held-out windows."""
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        with autocast(device, dtype):
-            logits, loss = model(x, y)
-        total_loss += loss.item() * y.numel()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    model.train()
-    val_loss = total_loss / count
-    return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
-            "val_accuracy": correct / count}
-
-
-def sample_text(model: LANTERNModel, tokenizer: Tokenizer, prompt: list[int], length: int,
-                seed: int, device) -> str:
-    """A short sample from a fixed prompt, with its own RNG so training randomness is untouched."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    ids = torch.tensor([prompt], device=device)
-    out = model.generate(ids, max_new_tokens=length, temperature=0.8, top_k=40,
-                         eos_token_id=tokenizer.eos_id, generator=generator)
-    return tokenizer.decode(out[0, len(prompt):].tolist(), skip_special_tokens=True)
-
-
-def sample_prompt(data: RunData) -> list[int]:
-    """Documents separated by EOS start a fresh one; other text continues a held-out line."""
-    eos = data.tokenizer.eos_id
-    head = np.asarray(data.train_tokens[: 1 << 20])
-    if eos is not None and np.count_nonzero(head == eos) > 1:
-        return [eos]
-    return [int(t) for t in data.val_tokens[:16]]
-
-
-def resolve_resume(cfg_overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """The saved training settings, with the flags given now taking precedence."""
-    path = Path(cfg_overrides["resume_from"])
-    file = latest_checkpoint(path) if path.is_dir() else path
-    state = load_checkpoint(file)
-    if "optimizer_state_dict" not in state or "train_config" not in state:
-        raise LanternError(f"{file} holds weights only; resume needs a checkpoint_step_N.pt file")
-    saved = dict(state["train_config"])
-    for name in MODEL_SHAPE_FLAGS + ("config", "tokenizer", "vocab_size"):
-        saved.pop(name, None)
-    merged = {**state["train_config"], **saved, **cfg_overrides,
-              "resume_from": str(file), "overwrite": False}
-    if "output_dir" not in cfg_overrides:
+def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The saved training settings, with the flags given now taking precedence. The model comes
+    from the checkpoint, so a shape flag that disagrees with it is refused, not ignored."""
+    file, state = read_resume_state(overrides["resume_from"])
+    saved = TrainConfig(**state["train_config"]).flat()
+    fixed = (*MODEL_SHAPE_FLAGS, "seq_length", "tokenizer", "vocab_size", "init_from")
+    changed = [f"--{name}" for name in fixed if name in overrides and overrides[name] != saved.get(name)]
+    if changed:
+        raise LanternError(f"{', '.join(changed)} cannot change when resuming: the model and "
+                           f"its tokenizer come from {file}")
+    merged = {**saved, **overrides, "resume_from": str(file), "overwrite": False}
+    if "output_dir" not in overrides:
         merged["output_dir"] = str(file.parent)
     return TrainConfig(**merged), state
 
 
-def train(cfg: TrainConfig, quiet: bool = False) -> dict[str, Any]:
-    """Run (or continue) a training run; returns the final metrics."""
-    out = Path(cfg.output_dir)
-    state = None
-    if cfg.resume_from:
-        path = Path(cfg.resume_from)
-        state = load_checkpoint(latest_checkpoint(path) if path.is_dir() else path)
-    else:
-        check_output_dir(out, cfg.overwrite)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
-    torch.manual_seed(cfg.seed)
-    say = (lambda *a, **k: None) if quiet else tqdm.write
+class StopRequest:
+    """Turns Ctrl-C / SIGTERM into a request the loop honours at the next step boundary;
+    a second Ctrl-C stops at once."""
 
-    tokenizer = tokenizer_from_json(state["tokenizer"]) if state else None
-    if tokenizer is None and cfg.tokenizer == "char" and cfg.vocab_size:
-        say(f"note: --vocab_size {cfg.vocab_size} ignored: a character vocabulary comes from the text")
-    data = prepare_data(cfg, tokenizer)
-    model_config = (LANTERNConfig.from_dict(state["config"]) if state
-                    else build_model_config(cfg, data.tokenizer.vocab_size))
-    seq_length = model_config.context_length
-    sampler = WindowSampler(data.train_tokens, seq_length, cfg.batch_size, cfg.seed)
-    val_batches = eval_windows(data.val_tokens, seq_length, cfg.batch_size, cfg.eval_batches)
-    tokens_per_step = cfg.batch_size * seq_length * cfg.grad_accum
-    max_steps = cfg.max_steps
-    if cfg.epochs is not None:
-        max_steps = max(1, math.ceil(cfg.epochs * len(data.train_tokens) / tokens_per_step))
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
 
-    model = LANTERNModel(model_config).to(device)
-    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    step, best_val = 0, float("inf")
-    if state:
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        sampler.set_state(state["rng"]["batches"])
-        torch.set_rng_state(state["rng"]["torch"])
-        step, best_val = int(state["step"]), float(state["best_val_loss"])
-    out.mkdir(parents=True, exist_ok=True)
-    log = TrainingLog(out, resume_step=step if state else None)
-    if not state:
-        log.path.unlink(missing_ok=True)
-    atomic_write_text(out / TOKENIZER_FILE, data.tokenizer.to_json())
-    atomic_write_text(out / "config.json", model_config.to_json())
-    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
-    prompt = sample_prompt(data)
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
 
-    def payload(full: bool, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "model_state_dict": model.state_dict(),
-            "config": model_config.to_dict(),
-            "tokenizer": data.tokenizer.to_json(),
-            "step": step,
-            "epoch": step * tokens_per_step / len(data.train_tokens),
-            "val_loss": (metrics or {}).get("val_loss"),
-            "best_val_loss": best_val,
-            "train_config": dataclasses.asdict(cfg),
-        }
-        if full:
-            record["optimizer_state_dict"] = optimizer.state_dict()
-            record["rng"] = {"torch": torch.get_rng_state(), "batches": sampler.state()}
-        return record
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
 
-    say(f"Data: {data.source} | train {len(data.train_tokens):,} tokens | "
-        f"val {len(data.val_tokens):,} tokens | vocab {data.tokenizer.vocab_size} "
-        f"({data.tokenizer.kind})")
-    say(f"Model: {model.num_parameters():,} parameters | {model_config.num_blocks} blocks x "
-        f"{model_config.steps_per_block} steps | width {model_config.hidden_size} | "
-        f"context {seq_length} | device {device.type} | dtype {str(dtype).removeprefix('torch.')}")
-    if state:
-        say(f"Resumed from {cfg.resume_from} at step {step}")
-
-    depths = DepthSchedule.parse(cfg.depth_schedule) if cfg.depth_schedule else None
-    think_id = data.tokenizer.think_id
-    if cfg.pause_tokens and think_id is None:
-        raise LanternError("--pause_tokens needs a tokenizer with a <think> token")
-    metrics: dict[str, float] = {}
-    start_time = time.perf_counter()
-    interval_start, interval_tokens, interval_steps, interval_loss = start_time, 0, 0, 0.0
-    model.train()
-    bar = tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, disable=quiet or None,
-               file=sys.stderr)
-    try:
-        while step < max_steps:
-            lr = learning_rate_at(step, cfg.learning_rate, min_lr, cfg.warmup_steps, max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(cfg.grad_accum):
-                x, y = sampler.next_batch()
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if cfg.pause_tokens:
-                    x, y = insert_pause_tokens(x, y, think_id, cfg.pause_tokens)
-                with autocast(device, dtype):
-                    _, loss = model(x, y, steps_per_block=depths.sample() if depths else None)
-                (loss / cfg.grad_accum).backward()
-                loss_sum += loss.item()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            train_loss = loss_sum / cfg.grad_accum
-            interval_loss += train_loss
-            interval_tokens += tokens_per_step
-            interval_steps += 1
-            bar.update(1)
-            if step % cfg.log_interval == 0 or step == max_steps:
-                now = time.perf_counter()
-                rate = interval_tokens / max(now - interval_start, 1e-9)
-                its = interval_steps / max(now - interval_start, 1e-9)
-                mean_loss = interval_loss / interval_steps
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
-                say(f"Iter {step:>6}/{max_steps} | Loss: {mean_loss:.4f} | LR: {lr:.2e} | "
-                    f"Speed: {its:.1f} it/s, {rate:,.0f} tok/s")
-                log.write({"step": step, "epoch": step * tokens_per_step / len(data.train_tokens),
-                           "train_loss": mean_loss, "learning_rate": lr,
-                           "elapsed_time": now - start_time, "tokens_per_second": rate})
-                interval_start, interval_tokens, interval_steps, interval_loss = now, 0, 0, 0.0
-            if step % cfg.eval_interval == 0 or step == max_steps:
-                metrics = evaluate(model, val_batches, device, dtype)
-                sample = sample_text(model, data.tokenizer, prompt, cfg.sample_length, cfg.seed, device)
-                say(f"Eval step {step} | val_loss {metrics['val_loss']:.4f} | "
-                    f"perplexity {metrics['val_perplexity']:.2f} | "
-                    f"accuracy {100 * metrics['val_accuracy']:.1f}%")
-                say(f"  Sample: {sample[:300]!r}")
-                log.write({"step": step, **metrics})
-                if metrics["val_loss"] < best_val:
-                    best_val = metrics["val_loss"]
-                    save_checkpoint(out / "best_model.pt", payload(False, metrics))
-                plot_losses(log.records(), out / PLOT_FILE)
-            if step % cfg.save_interval == 0 or step == max_steps:
-                save_checkpoint(out / f"checkpoint_step_{step}.pt", payload(True, metrics))
-            if step % cfg.eval_interval == 0 or step % cfg.save_interval == 0:
-                interval_start = time.perf_counter()  # speed excludes evals and saves
-    except KeyboardInterrupt:
-        bar.close()
-        save_checkpoint(out / f"checkpoint_step_{step}.pt", payload(True, metrics))
-        say(f"\nInterrupted: saved {out / f'checkpoint_step_{step}.pt'}; continue with "
-            f"`lantern train --resume_from {out}`")
-        raise
-    bar.close()
-    save_checkpoint(out / "final_model.pt", payload(False, metrics))
-    export_weights(model, out)
-    elapsed = time.perf_counter() - start_time
-    say(f"Training complete: {step} steps in {elapsed:.0f}s | best val_loss {best_val:.4f} | "
-        f"outputs in {out}/")
-    samples = []
-    for i in range(cfg.num_samples):
-        samples.append(sample_text(model, data.tokenizer, prompt, cfg.sample_length, cfg.seed + i + 1,
-                                   device))
-        say(f"--- sample {i + 1} ---\n{samples[-1].strip()}")
-    return {"step": step, "best_val_loss": best_val, **metrics, "samples": samples,
-            "elapsed_time": elapsed, "output_dir": str(out)}
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
-def export_weights(model: LANTERNModel, out: Path) -> None:
+class Trainer:
+    """One run's parts, each built from its own config section."""
+
+    def __init__(self, cfg: TrainConfig, quiet: bool = False) -> None:
+        self.cfg = cfg
+        self.dist, device = Distributed.start(cfg.distributed.fsdp, cfg.precision.device)
+        self.precision = Precision(cfg.precision, device, sharded=self.dist.fsdp)
+        self.out = Path(cfg.checkpoint.output_dir)
+        state = None
+        if cfg.checkpoint.resume_from:  # every rank resumes from the file rank 0 picked
+            chosen = self.dist.gather(str(resume_file(cfg.checkpoint.resume_from)))[0]
+            self.resume_path, state = read_resume_state(chosen)
+        else:
+            check_output_dir(self.out, cfg.checkpoint.overwrite)
+        self.build_data_and_model(state)
+        self.build_optimization()
+        self.build_evaluation_and_saving()
+        self.step, self.best_val, self.metrics = 0, float("inf"), {}
+        if state:
+            self.restore(state)
+        self.dist.barrier()  # every rank has checked the output directory before rank 0 writes
+        self.log = MetricsLogger(self.out if self.dist.is_main else None, cfg.metrics.log_interval,
+                                 self.max_steps, self.step, self.tokens_per_step,
+                                 len(self.data.train_tokens), resumed=state is not None, quiet=quiet)
+        if self.dist.is_main:
+            self.checkpointer.remove_stale_temporaries()
+            atomic_write_text(self.out / TOKENIZER_FILE, self.data.tokenizer.to_json())
+            atomic_write_text(self.out / "config.json", self.model_config.to_json())
+            cfg.save(self.out / CONFIG_FILE)
+        self._announce(state)
+
+    def build_data_and_model(self, state: dict[str, Any] | None) -> None:
+        """Data, tokenizer and model: the same on every rank (one seed for the initial weights)."""
+        cfg, device = self.cfg, self.precision.device
+        torch.manual_seed(cfg.loop.seed)
+        initial: LANTERNModel | None = None
+        tokenizer = tokenizer_from_json(state["tokenizer"]) if state else None
+        if cfg.model.init_from and not state:
+            initial, tokenizer = load_initial_model(cfg.model, cfg.data.seq_length)
+        if tokenizer is None and cfg.data.tokenizer == "char" and cfg.data.vocab_size:
+            raise LanternError(f"--vocab_size {cfg.data.vocab_size} does not apply to --tokenizer "
+                               "char: a character vocabulary comes from the text")
+        self.data = prepare_run_data(cfg.data, tokenizer, cfg.loop.seed)
+        if state:
+            self.model_config = LANTERNConfig.from_dict(state["config"])
+        elif initial is not None:
+            self.model_config = initial.config
+        else:
+            self.model_config = build_model_config(cfg.model, self.data.tokenizer.vocab_size,
+                                                   cfg.data.seq_length)
+        self.model = initial if initial is not None else LANTERNModel(self.model_config)
+        if state:
+            self.model.load_state_dict(state["model_state_dict"])
+        self.model.to(device)
+        torch.manual_seed(cfg.loop.seed + self.dist.rank)  # dropout and pause tokens differ per rank
+        self.wrapped = self.dist.wrap(self.model, device, varying_graph=bool(cfg.loop.depth_schedule))
+
+    def build_optimization(self) -> None:
+        cfg, loop = self.cfg, self.cfg.loop
+        seq_length = self.model_config.context_length
+        self.tokens_per_step = loop.batch_size * seq_length * loop.grad_accum
+        self.max_steps = loop.max_steps
+        if loop.epochs is not None:
+            passes = loop.epochs * len(self.data.train_tokens) / self.tokens_per_step
+            self.max_steps = max(1, math.ceil(passes))
+        self.optimizer = make_optimizer(self.model, cfg.optimizer)
+        self.schedule = LRSchedule(cfg.schedule, cfg.optimizer.learning_rate, self.max_steps)
+        self.ema = EMA(self.model, cfg.ema.ema_decay) if cfg.ema.ema_decay else None
+        self.sampler = WindowSampler(self.data.train_tokens, seq_length, loop.batch_size, loop.seed,
+                                     self.dist.rank, self.dist.world_size)
+        self.depths = DepthSchedule.parse(loop.depth_schedule) if loop.depth_schedule else None
+        self.depth_generator = torch.Generator().manual_seed(loop.seed)
+        if loop.pause_tokens and self.data.tokenizer.think_id is None:
+            raise LanternError("--pause_tokens needs a tokenizer with a <think> token")
+
+    def build_evaluation_and_saving(self) -> None:
+        cfg = self.cfg
+        val_batches = eval_windows(self.data.val_tokens, self.model_config.context_length,
+                                   cfg.loop.batch_size, cfg.eval.eval_batches)
+        self.evaluator = Evaluator(cfg.eval, val_batches, self.precision, self.data.tokenizer,
+                                   sample_prompt(self.data), cfg.loop.seed)
+        metadata = {"config": self.model_config.to_dict(), "tokenizer": self.data.tokenizer.to_json(),
+                    "train_config": cfg.to_dict()}
+        self.checkpointer = Checkpointer(self.out, self.dist, metadata, sharded=cfg.distributed.fsdp)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue where the checkpoint stopped: optimizer, scaler, EMA, RNGs, data position."""
+        self.checkpointer.restore(state, self.model, self.optimizer, self.precision, self.ema)
+        self.sampler.set_state(state["rng"]["batches"])
+        if "depth" in state["rng"]:
+            self.depth_generator.set_state(state["rng"]["depth"])
+        self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
+        self.checkpointer.last_saved = self.resume_path
+        if self.world_size_changed(state):
+            torch.manual_seed(self.cfg.loop.seed + self.dist.rank + 7919 * self.step)
+
+    def _announce(self, state: dict[str, Any] | None) -> None:
+        data, loop, say = self.data, self.cfg.loop, self.log.say
+        say(f"Data: {data.source} | train {len(data.train_tokens):,} tokens | "
+            f"val {len(data.val_tokens):,} tokens | vocab {data.tokenizer.vocab_size} "
+            f"({data.tokenizer.kind})")
+        shape = self.model_config
+        say(f"Model: {self.model.num_parameters():,} parameters | {shape.num_blocks} blocks x "
+            f"{shape.steps_per_block} steps | width {shape.hidden_size} | context "
+            f"{shape.context_length} | device {self.precision.device.type} | dtype {self.precision.name}")
+        per_rank = loop.batch_size // self.dist.world_size
+        mode = "FSDP2" if self.dist.fsdp else "DDP" if self.dist.active else "1 process"
+        say(f"Batch: {loop.batch_size} sequences x {loop.grad_accum} micro-batches = "
+            f"{self.tokens_per_step:,} tokens per step | {mode}, {self.dist.world_size} process(es) x "
+            f"{per_rank} sequences")
+        if self.ema is not None:
+            say(f"EMA: decay {self.ema.decay}; evaluating and saving the "
+                f"{'averaged' if self.cfg.ema.eval_ema else 'live'} weights")
+        if state:
+            say(f"Resumed from {self.resume_path} at step {self.step}")
+            if self.world_size_changed(state):
+                say("note: the number of processes changed; dropout noise is reseeded")
+
+    def world_size_changed(self, state: dict[str, Any]) -> bool:
+        return len(state.get("rng_per_rank") or [None]) != self.dist.world_size
+
+    def micro_step(self, sync: bool) -> torch.Tensor:
+        """Forward and backward on one micro-batch; returns its (unscaled) loss."""
+        x, y = self.sampler.next_batch()
+        device = self.precision.device
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if self.cfg.loop.pause_tokens:
+            x, y = insert_pause_tokens(x, y, self.data.tokenizer.think_id, self.cfg.loop.pause_tokens)
+        depth = self.depths.sample(self.depth_generator) if self.depths else None
+        with self.dist.sync_gradients(self.wrapped, sync), self.precision.autocast():
+            _, loss = self.wrapped(x, y, steps_per_block=depth)
+            self.precision.backward(loss / self.cfg.loop.grad_accum)
+        return loss.detach().float()
+
+    def fit(self) -> dict[str, Any]:
+        """Run (or continue) training to max_steps; returns the final metrics."""
+        accum, skipped = self.cfg.loop.grad_accum, 0
+        with StopRequest() as stop:
+            while self.step < self.max_steps:
+                lr = self.schedule.apply(self.optimizer, self.step)
+                loss = sum(self.micro_step(sync=i == accum - 1) for i in range(accum)) / accum
+                total, stops = self.dist.sum([loss.item(), float(stop.requested)], self.precision.device)
+                train_loss = total / self.dist.world_size
+                if not math.isfinite(train_loss):
+                    skipped += 1
+                    self.refuse_nonfinite(train_loss, skipped)
+                    continue
+                self.precision.step(self.optimizer, self.model.parameters(), self.cfg.optimizer.grad_clip)
+                if self.ema is not None:
+                    self.ema.update()
+                self.step += 1
+                self.log.step(self.step, train_loss, lr)
+                with self.log.excluded():
+                    if self.evaluator.due(self.step, self.max_steps):
+                        self.evaluate()
+                    if self.step % self.cfg.checkpoint.save_interval == 0 or self.step == self.max_steps:
+                        self.save_checkpoint()
+                if stops:
+                    self.stop_here()
+        self.log.close()
+        return self.finish()
+
+    def refuse_nonfinite(self, loss: float, skipped: int) -> None:
+        """A non-finite loss never reaches the weights: skip the batch (up to --skip_nonfinite
+        times) or stop with the step and the last good checkpoint named."""
+        self.optimizer.zero_grad(set_to_none=True)
+        allowed = self.cfg.loop.skip_nonfinite
+        if skipped <= allowed:
+            self.log.say(f"warning: loss is {loss} at step {self.step + 1}; skipped that batch "
+                         f"({skipped}/{allowed})")
+            self.log.write({"step": self.step + 1, "skipped_nonfinite": skipped})
+            return
+        last = self.checkpointer.last_saved
+        self.log.close()
+        raise LanternError(
+            f"loss became {loss} at step {self.step + 1}"
+            + (f" after skipping {allowed} bad batch(es)" if allowed else "")
+            + f"; nothing was saved after it; last good checkpoint: {last or 'none'}")
+
+    def evaluate(self) -> None:
+        with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():
+            self.metrics = self.evaluator.evaluate(self.model)
+            sample = self.sample(0)
+        self.log.evaluation(self.step, self.metrics, sample)
+        if self.metrics["val_loss"] < self.best_val:
+            self.best_val = self.metrics["val_loss"]
+            self.save_weights("best_model.pt")
+
+    def sample(self, offset: int) -> str | None:
+        """A sample on rank 0 (under FSDP from a gathered copy of the weights)."""
+        if self.cfg.eval.sample_length <= 0:
+            return None
+        model = self.plain_model()
+        return self.evaluator.sample(model, offset) if model is not None else None
+
+    def plain_model(self) -> nn.Module | None:
+        """An unsharded, unwrapped model on rank 0 (collective under FSDP); None elsewhere."""
+        if not self.dist.fsdp:
+            return self.model if self.dist.is_main else None
+        weights = self.dist.model_state(self.model)
+        if not self.dist.is_main:
+            return None
+        plain = LANTERNModel(self.model_config)
+        plain.load_state_dict(weights)
+        return plain.to(self.precision.device)
+
+    def extra(self) -> dict[str, Any]:
+        return {"epoch": self.log.epoch(self.step), "val_loss": self.metrics.get("val_loss"),
+                "best_val_loss": self.best_val}
+
+    def save_weights(self, name: str) -> None:
+        self.checkpointer.save(name, self.step, self.model, self.extra(), ema=self.ema,
+                               use_ema=self.cfg.ema.eval_ema)
+
+    def save_checkpoint(self) -> Path:
+        rng = {"batches": self.sampler.state(), "depth": self.depth_generator.get_state()}
+        return self.checkpointer.save(f"checkpoint_step_{self.step}.pt", self.step, self.model,
+                                      {**self.extra(), "rng": rng}, self.optimizer, self.precision,
+                                      self.ema)
+
+    def stop_here(self) -> None:
+        saved = self.checkpointer.last_saved
+        if saved is None or saved.name != f"checkpoint_step_{self.step}.pt":
+            saved = self.save_checkpoint()
+        self.log.close()
+        self.log.say(f"\nInterrupted: saved {saved}; continue with "
+                     f"`lantern train --resume_from {self.out}`")
+        raise KeyboardInterrupt
+
+    def finish(self) -> dict[str, Any]:
+        self.save_weights("final_model.pt")
+        samples = []
+        with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():
+            model = self.plain_model()
+            if model is not None:
+                export_weights(model, self.out)
+                for i in range(self.cfg.eval.num_samples):
+                    samples.append(self.evaluator.sample(model, i + 1))
+                    self.log.say(f"--- sample {i + 1} ---\n{samples[-1].strip()}")
+        self.log.say(f"Training complete: {self.step} steps in {self.log.elapsed():.0f}s | "
+                     f"best val_loss {self.best_val:.4f} | outputs in {self.out}/")
+        self.dist.barrier()
+        return {"step": self.step, "best_val_loss": self.best_val, **self.metrics, "samples": samples,
+                "elapsed_time": self.log.elapsed(), "output_dir": str(self.out)}
+
+
+def export_weights(model: nn.Module, out: Path) -> None:
     """model.safetensors beside config.json and tokenizer.json: the portable weights."""
     from safetensors.torch import save_model
 
     tmp = out / ".model.safetensors.tmp"
     save_model(model, str(tmp))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
     tmp.replace(out / "model.safetensors")
+    fsync_directory(out)
+
+
+def train(cfg: TrainConfig, quiet: bool = False) -> dict[str, Any]:
+    """Run (or continue) a training run; returns the final metrics."""
+    return Trainer(cfg, quiet).fit()
+

@@ -1,4 +1,8 @@
-"""Seed 000's config helpers (`from lantern.utils.config import create_base_config`)."""
+"""An alias of the preset table at the import path `lantern.utils.config`.
+
+`from lantern.utils.config import create_base_config` keeps working for code written against it;
+new code calls `lantern.config.preset_config(name, **overrides)`, which these two wrap.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from lantern.config import LANTERNConfig, preset_config
 
 
 def create_small_config(**overrides: Any) -> LANTERNConfig:
-    """The `small` preset: 1 recursive block, width 256, 4 heads."""
+    """`preset_config("small", **overrides)`: 1 recursive block, width 256, 4 heads."""
     return preset_config("small", **overrides)
 
 
 def create_base_config(**overrides: Any) -> LANTERNConfig:
-    """The `base` preset: 2 recursive blocks, width 512, 8 heads."""
+    """`preset_config("base", **overrides)`: 2 recursive blocks, width 512, 8 heads."""
     return preset_config("base", **overrides)

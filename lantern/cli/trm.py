@@ -1,0 +1,255 @@
+"""`lantern trm`: the LLM-TRM pipeline (argument parsing only; the work is in lantern.trm)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from lantern.config import PRESET_DESCRIPTIONS
+from lantern.errors import LanternError
+
+BOOL = argparse.BooleanOptionalAction
+
+
+def _given(args: argparse.Namespace, config_cls: type) -> dict:
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "trm", help="LLM-TRM: answer without writing the thinking out",
+        description="Reasoning problems, a host with a latent slot, a hidden-state compressor, "
+        "pairs of pre/post-thinking states, a SequenceTRM, and the skip-thinking evaluation. "
+        "See docs/trm.md.")
+    sub = p.add_subparsers(dest="trm_command", metavar="STEP", required=True)
+
+    q = sub.add_parser("problems", help="write synthetic reasoning problems (JSONL)",
+                       argument_default=None)
+    q.add_argument("--task", choices=("add", "mul"), required=True, help="addition or multiplication")
+    q.add_argument("--digits", type=int, required=True, help="digits per operand")
+    q.add_argument("--num_samples", type=int, required=True, help="problems to write")
+    q.add_argument("--split", choices=("train", "test"), default="train",
+                   help="operand pairs of the training or the held-out part [train]")
+    q.add_argument("--reversed", dest="reverse", action="store_true", default=False,
+                   help="write operands and answer least-significant digit first")
+    q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
+    q.add_argument("--output", required=True, help="JSONL file to write")
+    q.set_defaults(run=run_problems)
+
+    h = sub.add_parser("host", help="train a LANTERN host with <think> and a latent slot",
+                       argument_default=None)
+    h.add_argument("--problems", required=True, help="problems JSONL (with worked steps)")
+    h.add_argument("--output_dir", required=True, help="run directory to write")
+    presets = "; ".join(f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
+    h.add_argument("--config", "--preset", dest="config", help=f"model preset [gpt-128]. {presets}")
+    for name in ("hidden_size", "num_heads", "num_blocks", "steps_per_block", "mlp_hidden_size"):
+        h.add_argument(f"--{name}", type=int, help="model shape override [preset]")
+    h.add_argument("--mlp", choices=("gelu", "swiglu"), help="[preset]")
+    h.add_argument("--norm", choices=("layernorm", "rmsnorm"), help="[preset]")
+    h.add_argument("--position", choices=("learned", "sinusoidal", "rope"), help="[preset]")
+    h.add_argument("--dropout", type=float, help="[preset]")
+    for name, kind, text in (("batch_size", int, "problems per step [32]"),
+                             ("learning_rate", float, "peak learning rate [1e-3]"),
+                             ("min_lr", float, "final learning rate [learning_rate / 10]"),
+                             ("weight_decay", float, "AdamW decay [0.1]"),
+                             ("max_steps", int, "optimizer steps [2000]"),
+                             ("warmup_steps", int, "warmup steps [100]"),
+                             ("grad_clip", float, "gradient-norm clip, 0 = off [1.0]"),
+                             ("latent_weight", float, "weight of the slot sequences' loss [1.0]"),
+                             ("no_think_fraction", float,
+                              "share of rows also shown without thinking [0]"),
+                             ("val_fraction", float, "held-out share of the problems [0.05]"),
+                             ("val_problems", str,
+                              "held-out problems file for validation instead of a share [none]"),
+                             ("eval_interval", int, "steps between evaluations [250]"),
+                             ("eval_problems", int, "held-out problems per evaluation [200]"),
+                             ("seed", int, "[1337]")):
+        h.add_argument(f"--{name}", type=kind, help=text)
+    h.add_argument("--device", help="auto, cpu, cuda, mps [auto]")
+    h.add_argument("--dtype", help="auto, float32, bfloat16, float16 [auto]")
+    h.add_argument("--init_from", help="continue from a host trained before (same vocabulary) [fresh]")
+    h.add_argument("--detach_teacher_state", action="store_true", default=None,
+                   help="no gradient from the slot loss into the </think> state [off]")
+    h.add_argument("--overwrite", action="store_true", default=None, help="replace a trained host")
+    h.set_defaults(run=run_host)
+
+    c = sub.add_parser("compressor", help="phase 1: train the D -> D' -> D compressor",
+                       argument_default=None)
+    c.add_argument("--host", required=True, help="LANTERN run directory or local HF model directory")
+    c.add_argument("--output_dir", help="where stage<S>_best/final go [trm_compressor]")
+    c.add_argument("--stage", choices=("1a", "1b"), help="1a: text; 1b: thinking trajectories [1a]")
+    c.add_argument("--d_compressed", type=int, help="compressed size D' [256]")
+    c.add_argument("--batch_size", type=int, help="hidden-state rows per step [512]")
+    c.add_argument("--num_epochs", type=int, help="[10]")
+    c.add_argument("--learning_rate", type=float, help="[1e-3]")
+    c.add_argument("--num_samples", type=int, help="text windows (1a) or problems (1b) [2000]")
+    c.add_argument("--data", help="1a: a text file [built-in story corpus]; 1b: problems JSONL")
+    c.add_argument("--init", help="start from this checkpoint (1b: the 1a best) [fresh]")
+    c.add_argument("--layer", type=int, help="hidden-state layer, -1 = final [-1]")
+    c.add_argument("--window", type=int, help="tokens per 1a text window [64]")
+    c.add_argument("--seed", type=int, help="[0]")
+    c.add_argument("--device", help="[cpu]")
+    c.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace this stage's checkpoints in --output_dir")
+    c.set_defaults(run=run_compressor)
+
+    d = sub.add_parser("datagen", help="pairs of pre-thinking and post-thinking states",
+                       argument_default=None)
+    d.add_argument("--host", required=True, help="LANTERN run directory or local HF model directory")
+    d.add_argument("--dataset", required=True, help="problems JSONL, or gsm8k/aime/humaneval/mbpp/apps")
+    d.add_argument("--output_dir", help="[trm_pairs]")
+    d.add_argument("--num_samples", type=int, help="problems to use [1000]")
+    d.add_argument("--batch_size", type=int, help="[16]")
+    d.add_argument("--max_new_tokens", type=int, help="thinking budget in generate mode [512]")
+    d.add_argument("--checkpoint_every", type=int, help="problems per saved chunk [100]")
+    d.add_argument("--mode", choices=("teacher", "generate"),
+                   help="teacher: gold steps, one forward; generate: the host's own, correct only "
+                   "[teacher]")
+    d.add_argument("--layer", type=int, help="[-1 = final]")
+    d.add_argument("--no_auto_resume", dest="auto_resume", action="store_false", default=None,
+                   help="start afresh (with --overwrite when a run is already there)")
+    d.add_argument("--overwrite", action="store_true", default=None,
+                   help="discard a datagen run already in --output_dir")
+    d.add_argument("--device", help="[cpu]")
+    d.set_defaults(run=run_datagen)
+
+    t = sub.add_parser("train", help="phase 2: train the SequenceTRM", argument_default=None)
+    t.add_argument("--data", required=True, help="hidden_pairs file or the datagen directory")
+    t.add_argument("--compressor_checkpoint", required=True, help="stage1a/1b checkpoint")
+    t.add_argument("--host", help="LANTERN host for the answer loss through its latent slot [none]")
+    t.add_argument("--output_dir", help="[trm_model]")
+    for name, kind, text in (("batch_size", int, "[32]"), ("num_epochs", int, "[100]"),
+                             ("learning_rate", float, "[1e-4]"), ("weight_decay", float, "[0]"),
+                             ("warmup_steps", int, "in optimizer steps [0]"),
+                             ("min_lr", float, "[learning_rate / 10]"),
+                             ("grad_clip", float, "[1.0]"), ("n_layers", int, "[2]"),
+                             ("n_heads", int, "[4]"), ("n_latent_steps", int, "n [6]"),
+                             ("n_deep_recursions", int, "T [3]"),
+                             ("n_supervision_steps", int, "N_sup [8]"),
+                             ("eval_supervision_steps", int, "at validation [N_sup]"),
+                             ("halt_threshold", float, "[0.7]"),
+                             ("halt_loss_weight", float, "[0.5]"), ("ema_decay", float, "[0.999]"),
+                             ("answer_loss_weight", float, "[1 with --host, else 0]"),
+                             ("val_fraction", float, "[0.1]"), ("seed", int, "[0]")):
+        t.add_argument(f"--{name}", type=kind, help=text)
+    t.add_argument("--use_halting", action=BOOL, help="train the halting head [on]")
+    t.add_argument("--adaptive_halt_threshold", action=BOOL,
+                   help="raise the BCE threshold to 0.95 x training cosine each epoch [on]")
+    t.add_argument("--bce_halt_loss", action=BOOL, help="BCE instead of MSE-to-cosine [off]")
+    t.add_argument("--per_step_updates", action=BOOL, help="an update per supervision step [on]")
+    t.add_argument("--use_ema", action=BOOL, help="EMA weights for validation and saving [on]")
+    t.add_argument("--device", help="[auto]")
+    t.add_argument("--dtype", help="auto, float32, bfloat16 [auto]")
+    t.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace best.pt / final.pt in --output_dir")
+    t.set_defaults(run=run_train)
+
+    e = sub.add_parser("eval", help="skip-thinking evaluation on held-out problems",
+                       argument_default=None)
+    e.add_argument("--host", required=True, help="LANTERN host with a latent slot")
+    e.add_argument("--dataset", required=True, help="held-out problems JSONL")
+    e.add_argument("--trm_checkpoint", help="best.pt / final.pt or their directory")
+    e.add_argument("--compressor_checkpoint", help="the compressor the TRM was trained with")
+    e.add_argument("--output", help="report.json (a .png plot goes beside it) [report.json]")
+    e.add_argument("--modes", help="comma-separated subset [all]")
+    e.add_argument("--num_samples", type=int, help="[200]")
+    e.add_argument("--max_new_tokens", type=int, help="[256]")
+    e.add_argument("--batch_size", type=int, help="[64]")
+    e.add_argument("--eval_supervision_steps", type=int, help="TRM steps at most [its N_sup]")
+    e.add_argument("--bootstrap", type=int, help="bootstrap resamples [1000]")
+    e.add_argument("--seed", type=int, help="[0]")
+    e.add_argument("--device", help="[cpu]")
+    e.set_defaults(run=run_eval)
+
+    g = sub.add_parser("grpo", help="phase 3: GRPO of the TRM and compressor, host frozen",
+                       argument_default=None)
+    g.add_argument("--host", required=True, help="LANTERN host with a latent slot")
+    g.add_argument("--trm_checkpoint", required=True, help="phase 2 best.pt / final.pt")
+    g.add_argument("--compressor_checkpoint", required=True, help="the compressor it was trained with")
+    g.add_argument("--dataset", required=True, help="training problems JSONL")
+    g.add_argument("--output_dir", help="trm.pt and compressor.* go here [trm_grpo]")
+    for name, kind, text in (("num_samples", int, "problems [256]"), ("num_epochs", int, "[1]"),
+                             ("group_size", int, "answers sampled per problem, G [8]"),
+                             ("problems_per_step", int, "[8]"),
+                             ("iterations", int, "updates per sampled batch [2]"),
+                             ("learning_rate", float, "[1e-5]"), ("clip", float, "ratio clip [0.2]"),
+                             ("kl_coef", float, "KL penalty to the starting policy [0]"),
+                             ("temperature", float, "sampling temperature [1.0]"),
+                             ("max_new_tokens", int, "answer budget [32]"), ("seed", int, "[0]")):
+        g.add_argument(f"--{name}", type=kind, help=text)
+    g.add_argument("--device", help="[cpu]")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace trm.pt / compressor.* in --output_dir")
+    g.set_defaults(run=run_grpo)
+
+
+def run_problems(args: argparse.Namespace) -> int:
+    from lantern.trm.problems import synthetic_problems, write_problems
+
+    problems = synthetic_problems(args.task, args.digits, args.num_samples, args.split, args.reverse,
+                                  args.seed)
+    write_problems(args.output, problems)
+    print(f"{len(problems)} {args.split} problems -> {args.output}")
+    return 0
+
+
+def run_host(args: argparse.Namespace) -> int:
+    from lantern.trm.host_training import HostTrainConfig, train_host
+
+    train_host(HostTrainConfig(**_given(args, HostTrainConfig)))
+    return 0
+
+
+def run_compressor(args: argparse.Namespace) -> int:
+    from lantern.trm.compressor import CompressorConfig, train_compressor
+
+    print(json.dumps(train_compressor(CompressorConfig(**_given(args, CompressorConfig)))))
+    return 0
+
+
+def run_datagen(args: argparse.Namespace) -> int:
+    from lantern.training.distributed import end_worker, launched_by_torchrun
+    from lantern.trm.datagen import DatagenConfig, generate_pairs
+
+    if not launched_by_torchrun():
+        generate_pairs(DatagenConfig(**_given(args, DatagenConfig)))
+        return 0
+    # One torchrun worker: the error prints once (rank 0); every exit is immediate.
+    rank = int(os.environ["RANK"])
+    try:
+        generate_pairs(DatagenConfig(**_given(args, DatagenConfig)))
+        code = 0
+    except LanternError as exc:
+        if rank == 0:
+            print(f"lantern: error: {exc}", file=sys.stderr)
+        code = 1
+    end_worker(code)
+    return code
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lantern.trm.training import TRMTrainConfig, train_trm
+
+    summary = train_trm(TRMTrainConfig(**_given(args, TRMTrainConfig)))
+    print(json.dumps({k: summary[k] for k in ("best_val_cosine", "mean_predictor_val_cosine",
+                                              "optimizer_steps", "planned_optimizer_steps")}))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from lantern.trm.evaluate import EvalConfig, evaluate, format_table
+
+    report = evaluate(EvalConfig(**_given(args, EvalConfig)))
+    print(format_table(report))
+    return 0
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    from lantern.trm.grpo import GRPOConfig, train_grpo
+
+    print(json.dumps(train_grpo(GRPOConfig(**_given(args, GRPOConfig)))))
+    return 0

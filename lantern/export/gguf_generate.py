@@ -1,0 +1,93 @@
+"""`lantern generate` and `lantern chat` on a .gguf file: the same fronts, run by llama.cpp.
+
+`LlamaCppEngine` is the text engine (`lantern.generation.engine.TextEngine`) for a GGUF file. The
+GGUF carries its tokenizer, end-of-sequence id and context; what the PyTorch path offers and
+llama.cpp does not (beam search, adaptive depth, another recursion depth, another tokenizer,
+another device) is refused by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from lantern.chat_template import END_ASSISTANT, USER
+from lantern.errors import LanternError
+from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.engine import OnText
+from lantern.generation.settings import GenerationConfig
+from lantern.generation.textgen import Completion
+
+
+def is_gguf(path: str | Path) -> bool:
+    return Path(path).suffix == ".gguf"
+
+
+def refuse_pytorch_only(args: argparse.Namespace) -> None:
+    flags = [f"--{n}" for n in ("adaptive", "steps_per_block", "tokenizer", "batch_size")
+             if getattr(args, n, None) not in (None, False)]
+    if getattr(args, "num_beams", 1) != 1:
+        flags.append("--num_beams")
+    if flags:
+        raise LanternError(f"{', '.join(flags)}: not available for a .gguf model (llama.cpp runs it); "
+                           "use the run directory or .pt checkpoint")
+    if getattr(args, "device", "auto") not in ("auto", "cpu"):
+        raise LanternError(f"--device {args.device}: a .gguf model runs on the CPU through llama.cpp")
+
+
+class LlamaCppEngine:
+    """A GGUF model in llama.cpp, behind the interface the text fronts use."""
+
+    think_id = None
+
+    def __init__(self, path: str | Path) -> None:
+        self.model = LlamaCppModel(path)
+        self.context_length = self.model.context_length - 1  # room for one new token
+        self.eos_id = self.model.eos_id
+
+    def close(self) -> None:
+        self.model.close()
+
+    def encode(self, text: str | None) -> list[int]:
+        """The prompt's ids by llama.cpp's tokenizer; no prompt starts a new document (EOS)."""
+        if text is None:
+            if self.eos_id is None:
+                raise LanternError("this GGUF has no end-of-sequence token; give a prompt")
+            return [self.eos_id]
+        if not text:
+            raise LanternError("the prompt is empty; give some text, or leave the prompt out")
+        return self.model.tokenize(text)
+
+    def stop_ids(self, chat: bool) -> set[int]:
+        ids = {self.eos_id} - {None}
+        if chat:
+            tags = (self.model.tokenize(tag) for tag in (END_ASSISTANT, USER))
+            ids |= {t[0] for t in tags if len(t) == 1}
+        return ids
+
+    def knows_chat(self) -> bool:
+        """Whether the model learned the chat layout: after a user turn it expects `<assistant>`."""
+        tags = self.model.tokenize("<user>hi</user><assistant>")
+        if len(tags) < 2:
+            return False
+        return int(self.model.next_token_logprobs(tags[:-1]).argmax()) == tags[-1]
+
+    def complete(self, prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]],
+                 config: GenerationConfig, stop_ids: Collection[int],
+                 on_text: OnText | None = None, first_row: int = 0) -> list[Completion]:
+        results = []
+        for i, (prompt, ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
+            if not self.model.can_slide and len(ids) + config.max_new_tokens > self.context_length:
+                print(f"lantern: warning: llama.cpp cannot slide a GPT-2 model's learned positions "
+                      f"past its context; generation ends at {self.model.context_length} tokens",
+                      file=sys.stderr)
+            show = None if on_text is None else (lambda piece, row=i: on_text(row, piece))
+            results.append(self.model.generate(ids, config, stop_ids, on_text=show, prompt=prompt,
+                                               row=first_row + i))
+        return results
+
+    def best_beams(self, prompt: str, prompt_ids: Sequence[int], config: GenerationConfig,
+                   stop_ids: Collection[int], count: int) -> list[Completion]:
+        raise LanternError("--num_beams: not available for a .gguf model (llama.cpp runs it)")

@@ -1,0 +1,299 @@
+"""One API request as a job: its prompts become scheduler rows, their events become the
+OpenAI-shaped response (whole, or as stream chunks).
+
+Usage is exact: `prompt_tokens` counts each prompt's ids once (whatever `n`), and
+`completion_tokens` counts every token generated, except the stop token that ended a sequence
+(end-of-sequence, or a chat closing tag), which is never part of the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lantern.chat_template import render
+from lantern.errors import LanternError
+from lantern.generation.prompts import chat_stop_ids, encode_prompt
+from lantern.generation.settings import GenerationConfig
+from lantern.serve.adaptive import adaptive_pieces, check_adaptive
+from lantern.serve.errors import APIError
+from lantern.serve.limits import ServeLimits
+from lantern.serve.pieces import Piece, piece_of
+from lantern.serve.registry import ServedModel
+from lantern.serve.scheduler import Row
+from lantern.serve.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
+
+DEFAULT_COMPLETION_TOKENS = 16  # the OpenAI completions default
+DEPTH_FACTOR = 4  # `depth` may reach this many times the trained recursion depth
+
+
+@dataclass
+class Job:
+    served: ServedModel
+    kind: Literal["completion", "chat"]
+    prompt_ids: list[list[int]]
+    prompt_texts: list[str]
+    config: GenerationConfig
+    n: int
+    seed: int | None
+    stop_ids: frozenset[int]
+    top_logprobs: int | None  # None: no logprobs
+    echo: bool = False
+    adaptive: tuple[float, float, float] | None = None
+    include_usage: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(ids) for ids in self.prompt_ids)
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.prompt_ids) * self.n
+
+    def row_seed(self, index: int) -> int:
+        """Choice i of a request with seed s samples with seed s + i (as `lantern generate`)."""
+        return self.seed + index if self.seed is not None else secrets.randbits(62)
+
+    def rows(self) -> list[Row]:
+        queue: asyncio.Queue = asyncio.Queue()
+        return [Row(index=p * self.n + i, prompt_ids=ids, config=self.config,
+                    seed=self.row_seed(p * self.n + i), stop_ids=self.stop_ids, out=queue,
+                    top_logprobs=self.top_logprobs or 0)
+                for p, ids in enumerate(self.prompt_ids) for i in range(self.n)]
+
+
+# -- request -> job ---------------------------------------------------------------------------
+def prepare_completion(request: CompletionRequest, served: ServedModel, limits: ServeLimits) -> Job:
+    tokenizer = served.tokenizer
+    prompt_ids, texts = [], []
+    for prompt in request.prompts():
+        if isinstance(prompt, str):
+            ids = _encode(served, prompt or None)
+            texts.append(prompt)
+        else:
+            if not prompt:
+                raise APIError(400, "prompt: a token-id prompt must not be empty", param="prompt")
+            if max(prompt) >= tokenizer.vocab_size:
+                raise APIError(400, f"prompt: token id {max(prompt)} is outside the vocabulary "
+                               f"(size {tokenizer.vocab_size})", param="prompt")
+            ids = list(prompt)
+            texts.append(tokenizer.decode(ids))
+        prompt_ids.append(_fit(ids, served, request.truncate))
+    max_tokens = request.max_tokens or DEFAULT_COMPLETION_TOKENS
+    stop_ids = frozenset({tokenizer.eos_id} - {None} if not request.ignore_eos else ())
+    return _job(request, served, limits, "completion", prompt_ids, texts, max_tokens, stop_ids,
+                request.logprobs, request.echo)
+
+
+def prepare_chat(request: ChatCompletionRequest, served: ServedModel, limits: ServeLimits) -> Job:
+    try:
+        text = render([{"role": m.role, "content": m.text} for m in request.messages])
+    except LanternError as exc:
+        raise APIError(400, f"messages: {exc}", param="messages") from None
+    ids = _fit(_encode(served, text), served, request.truncate)
+    top = (request.top_logprobs or 0) if request.logprobs else None
+    max_tokens = request.token_limit or limits.max_tokens
+    eos = {served.tokenizer.eos_id} if request.ignore_eos else set()
+    return _job(request, served, limits, "chat", [ids], [text], max_tokens,
+                frozenset(chat_stop_ids(served.tokenizer) - eos), top, False)
+
+
+def _encode(served: ServedModel, text: str | None) -> list[int]:
+    try:
+        return encode_prompt(served.tokenizer, text)
+    except LanternError as exc:
+        raise APIError(400, f"prompt: {exc}", param="prompt") from None
+
+
+def _fit(ids: list[int], served: ServedModel, truncate: bool) -> list[int]:
+    """The prompt within the context: refused (400) unless the request asks for truncation."""
+    context = served.context_length
+    if len(ids) <= context:
+        return ids
+    if truncate:
+        return ids[-context:]
+    raise APIError(400, f"the prompt has {len(ids)} tokens but the model's context is {context} "
+                   f"tokens; shorten it, or send \"truncate\": true to keep its last {context}",
+                   param="prompt", code="context_length_exceeded")
+
+
+def _job(request: GenerationFields, served: ServedModel, limits: ServeLimits, kind, prompt_ids,
+         texts, max_tokens: int, stop_ids: frozenset[int], top_logprobs: int | None,
+         echo: bool) -> Job:
+    if max_tokens > limits.max_tokens:
+        raise APIError(400, f"max_tokens: at most {limits.max_tokens} on this server (got "
+                       f"{max_tokens})", param="max_tokens")
+    if len(prompt_ids) * request.n > limits.max_n:
+        raise APIError(400, f"n: at most {limits.max_n} sequences per request on this server (got "
+                       f"{len(prompt_ids)} prompt(s) x n={request.n})", param="n")
+    deepest = served.max_depth * DEPTH_FACTOR
+    if request.depth is not None and request.depth > deepest:
+        raise APIError(400, f"depth: at most {deepest} steps per block for this model (trained "
+                       f"with {served.max_depth}; got {request.depth})", param="depth")
+    try:
+        config = GenerationConfig(
+            max_new_tokens=max_tokens, temperature=request.temperature, top_k=request.top_k or None,
+            top_p=request.top_p if request.top_p < 1.0 else None, min_p=request.min_p or None,
+            repetition_penalty=request.repetition_penalty,
+            presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
+            stop_strings=request.stop_strings, seed=request.seed,
+            # the model's own depth shares the main batch
+            steps_per_block=None if request.depth == served.max_depth else request.depth)
+    except LanternError as exc:  # the schema checks ranges first; this is the last word
+        raise APIError(400, str(exc).replace("--", "")) from None
+    adaptive = check_adaptive(request, top_logprobs) if request.adaptive else None
+    return Job(served, kind, prompt_ids, texts, config, request.n, request.seed, stop_ids,
+               top_logprobs, echo, adaptive, request.include_usage)
+
+
+# -- events -> pieces -------------------------------------------------------------------------
+async def pieces(job: Job) -> AsyncIterator[Piece]:
+    """Every generated token of every choice, in the order they are made."""
+    if job.adaptive is not None:
+        async with aclosing(adaptive_pieces(job)) as adaptive:
+            async for piece in adaptive:
+                yield piece
+        return
+    async with aclosing(job.served.scheduler.events(job.rows())) as events:
+        async for index, event in events:
+            yield piece_of(index, event)
+
+
+@dataclass
+class Choice:
+    text: str = ""
+    pieces: list[Piece] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(p.counted for p in self.pieces)
+
+
+async def collect(job: Job) -> list[Choice]:
+    choices = [Choice() for _ in range(job.num_choices)]
+    async with aclosing(pieces(job)) as stream:
+        async for piece in stream:
+            choice = choices[piece.index]
+            choice.text += piece.text
+            choice.pieces.append(piece)
+            if piece.finish_reason is not None:
+                choice.finish_reason = piece.finish_reason
+    return choices
+
+
+# -- OpenAI bodies ----------------------------------------------------------------------------
+def usage(job: Job, completion_tokens: int) -> dict:
+    return {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": job.prompt_tokens + completion_tokens}
+
+
+def _token_text(job: Job, token: int) -> str:
+    return job.served.tokenizer.decode([token])
+
+
+def completion_logprobs(job: Job, pieces_: list[Piece], offset: int) -> dict:
+    """The legacy completions shape: parallel lists, top alternatives as {text: logprob}."""
+    out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for p in pieces_:
+        if not p.counted:
+            continue
+        text = _token_text(job, p.token)
+        out["tokens"].append(text)
+        out["token_logprobs"].append(p.logprob)
+        out["top_logprobs"].append({_token_text(job, t): lp for t, lp in p.top_logprobs})
+        out["text_offset"].append(offset)
+        offset += len(text)
+    return out
+
+
+def chat_logprobs(job: Job, pieces_: list[Piece]) -> dict:
+    def entry(token: int, logprob: float | None) -> dict:
+        text = _token_text(job, token)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {"content": [{**entry(p.token, p.logprob),
+                         "top_logprobs": [entry(t, lp) for t, lp in p.top_logprobs]}
+                        for p in pieces_ if p.counted]}
+
+
+def _trace(choice_pieces: list[Piece]) -> list[dict]:
+    return [p.trace for p in choice_pieces if p.trace is not None]
+
+
+def completion_body(job: Job, choices: list[Choice]) -> dict:
+    items = []
+    for i, c in enumerate(choices):
+        prefix = job.prompt_texts[i // job.n] if job.echo else ""
+        item = {"index": i, "text": prefix + c.text,
+                "logprobs": completion_logprobs(job, c.pieces, len(prefix))
+                if job.top_logprobs is not None else None,
+                "finish_reason": c.finish_reason}
+        if job.adaptive is not None:
+            item["adaptive_trace"] = _trace(c.pieces)
+        items.append(item)
+    return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": job.created,
+            "model": job.served.name, "choices": items,
+            "usage": usage(job, sum(c.tokens for c in choices))}
+
+
+def chat_body(job: Job, choices: list[Choice]) -> dict:
+    items = []
+    for i, c in enumerate(choices):
+        item = {"index": i, "message": {"role": "assistant", "content": c.text},
+                "logprobs": chat_logprobs(job, c.pieces) if job.top_logprobs is not None else None,
+                "finish_reason": c.finish_reason}
+        if job.adaptive is not None:
+            item["adaptive_trace"] = _trace(c.pieces)
+        items.append(item)
+    return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": job.created,
+            "model": job.served.name, "choices": items,
+            "usage": usage(job, sum(c.tokens for c in choices))}
+
+
+async def stream_chunks(job: Job) -> AsyncIterator[dict]:
+    """The chunks of a streamed response (each one `data: {json}`; the caller adds [DONE])."""
+    completion_tokens = 0
+    offsets = [0] * job.num_choices
+    chat = job.kind == "chat"
+    head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{job.id}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": job.created, "model": job.served.name}
+    if chat:
+        for i in range(job.num_choices):
+            yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None, "finish_reason": None}]}
+    elif job.echo:
+        for i in range(job.num_choices):
+            offsets[i] = len(job.prompt_texts[i // job.n])
+            yield {**head, "choices": [{"index": i, "text": job.prompt_texts[i // job.n],
+                                        "logprobs": None, "finish_reason": None}]}
+    async with aclosing(pieces(job)) as stream:
+        async for p in stream:
+            completion_tokens += p.counted
+            wants_logprobs = job.top_logprobs is not None and p.counted
+            if not (p.text or p.finish_reason or wants_logprobs or p.trace):
+                continue
+            logprobs = None
+            if wants_logprobs:
+                logprobs = (chat_logprobs(job, [p]) if chat
+                            else completion_logprobs(job, [p], offsets[p.index]))
+            offsets[p.index] += len(p.text)
+            choice: dict = {"index": p.index, "logprobs": logprobs, "finish_reason": p.finish_reason}
+            if chat:
+                choice["delta"] = {"content": p.text} if p.text else {}
+            else:
+                choice["text"] = p.text
+            if p.trace is not None:
+                choice["adaptive_trace"] = [p.trace]
+            yield {**head, "choices": [choice]}
+    if job.include_usage:
+        yield {**head, "choices": [], "usage": usage(job, completion_tokens)}

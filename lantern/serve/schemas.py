@@ -1,0 +1,145 @@
+"""Request bodies of the OpenAI-compatible endpoints, checked by pydantic.
+
+Types are strict (a string is never read as a number) and unknown fields are refused, so no
+setting is ever silently ignored. Fields beyond the OpenAI API: `top_k`, `min_p`,
+`repetition_penalty` (as llama.cpp and vLLM take them), `depth` (recursion steps per block of a
+recursive model), `adaptive` with `tau_low`/`tau_mid`/`tau_high`, `truncate` (keep the end of a
+prompt longer than the context instead of refusing it) and `ignore_eos` (as vLLM and llama.cpp:
+generate through end-of-sequence tokens, e.g. for equal-length load tests).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+Number = Annotated[float, Field(strict=False, allow_inf_nan=False)]
+TokenId = Annotated[StrictInt, Field(ge=0)]
+MAX_STOP_STRINGS = 16
+MAX_TOP_LOGPROBS = 20
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(StrictModel):
+    include_usage: StrictBool = False
+
+
+class GenerationFields(StrictModel):
+    """What decides the generated text, shared by completions and chat completions."""
+
+    model: StrictStr | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: Number = Field(1.0, ge=0.0, le=100.0)
+    top_p: Number = Field(1.0, gt=0.0, le=1.0)
+    top_k: StrictInt | None = Field(None, ge=0)
+    min_p: Number | None = Field(None, ge=0.0, le=1.0)
+    stop: StrictStr | list[StrictStr] | None = None
+    n: StrictInt = Field(1, ge=1)
+    seed: StrictInt | None = None
+    presence_penalty: Number = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Number = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: Number = Field(1.0, gt=0.0, le=10.0)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    depth: StrictInt | None = Field(None, ge=1)
+    adaptive: StrictBool = False
+    tau_low: Number | None = None
+    tau_mid: Number | None = None
+    tau_high: Number | None = None
+    truncate: StrictBool = False
+    ignore_eos: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings")
+        if any(not s for s in stops):
+            raise ValueError("stop: stop strings must not be empty")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only allowed with stream: true")
+        taus = (self.tau_low, self.tau_mid, self.tau_high)
+        if not self.adaptive and any(t is not None for t in taus):
+            raise ValueError("tau_low/tau_mid/tau_high: only used with adaptive: true")
+        return self
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(GenerationFields):
+    prompt: StrictStr | list[StrictStr] | list[TokenId] | list[list[TokenId]]
+    logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check_prompt(self):
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("prompt: give at least one prompt")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo: echo together with logprobs is not supported")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt as text or as token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]
+        return list(prompt)
+
+
+class TextPart(StrictModel):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr | list[TextPart]
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(GenerationFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _check_chat(self):
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("max_tokens: give max_tokens or max_completion_tokens, not both")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: only allowed with logprobs: true")
+        return self
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class TokenizeRequest(StrictModel):
+    model: StrictStr | None = None
+    content: StrictStr
+    with_pieces: StrictBool = False
+
+
+class DetokenizeRequest(StrictModel):
+    model: StrictStr | None = None
+    tokens: list[TokenId]

@@ -1,0 +1,213 @@
+"""Phase 1: a weight-tied linear compressor of a host's hidden states, D -> D' -> D.
+
+`compress(x) = (x - b) W^T`, `decompress(c) = c W + b` with one matrix W (D' x D) and one bias b.
+The best such map is the top-D' principal subspace of the states (PCA), which gives the tests an
+independent reference. Stage 1a trains on plain text, stage 1b continues on thinking
+trajectories from a 1a checkpoint. A checkpoint is `<name>.safetensors` (W, b) plus
+`<name>.json` (sizes, host fingerprint, layer, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+from tqdm import tqdm
+
+from lantern.data.stories import build_corpus
+from lantern.data.text import read_text_file
+from lantern.errors import LanternError
+from lantern.fileio import atomic_write, atomic_write_text
+from lantern.training.config import OptimizerSection
+from lantern.training.logs import TrainingLog
+from lantern.training.optim import make_optimizer
+from lantern.trm.host import Host, load_host
+from lantern.trm.outputs import refuse_to_replace
+from lantern.trm.problems import read_problems
+
+
+class DimensionCompressor(nn.Module):
+    def __init__(self, hidden_size: int, d_compressed: int) -> None:
+        super().__init__()
+        if not 0 < d_compressed <= hidden_size:
+            raise LanternError(f"--d_compressed must be in 1..{hidden_size} (got {d_compressed})")
+        self.weight = nn.Parameter(torch.empty(d_compressed, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        nn.init.orthogonal_(self.weight)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def d_compressed(self) -> int:
+        return self.weight.shape[0]
+
+    def compress(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.bias) @ self.weight.T
+
+    def decompress(self, c: torch.Tensor) -> torch.Tensor:
+        return c @ self.weight + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decompress(self.compress(x))
+
+
+def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+    """Mean cosine similarity and mean relative error ||x_hat - x|| / ||x|| over rows."""
+    cosine = F.cosine_similarity(x_hat, x, dim=-1).mean().item()
+    relative = ((x_hat - x).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-8)).mean().item()
+    return {"cosine": cosine, "relative_error": relative}
+
+
+def save_compressor(path_stem: Path, comp: DimensionCompressor, info: dict) -> None:
+    tensors = {"weight": comp.weight.detach().cpu().contiguous(),
+               "bias": comp.bias.detach().cpu().contiguous()}
+    atomic_write(path_stem.with_suffix(".safetensors"), lambda f: f.write(save_safetensors(tensors)))
+    meta = {**info, "hidden_size": comp.hidden_size, "d_compressed": comp.d_compressed}
+    atomic_write_text(path_stem.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+
+
+def load_compressor(path: str | Path) -> tuple[DimensionCompressor, dict]:
+    """A `.safetensors` file (with its `.json` beside it), or the stem of the pair."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if not weights.is_file() or not meta.is_file():
+        raise LanternError(f"compressor checkpoint not found: {weights} and {meta} are both needed")
+    info = json.loads(meta.read_text())
+    comp = DimensionCompressor(int(info["hidden_size"]), int(info["d_compressed"]))
+    try:
+        comp.load_state_dict(load_safetensors(weights.read_bytes()))
+    except RuntimeError as exc:
+        raise LanternError(f"{weights} does not match {meta}: {str(exc).splitlines()[0]}") from None
+    return comp.eval(), info
+
+
+def check_compressor_fits(info: dict, hidden_size: int, fingerprint: str | None, layer: int | None,
+                          what: str) -> None:
+    """Refuse a compressor made for another hidden size (or another host / layer)."""
+    if int(info["hidden_size"]) != hidden_size:
+        raise LanternError(f"the compressor is for hidden size {info['hidden_size']}, not "
+                           f"{hidden_size} (the hidden size of {what})")
+    if fingerprint and info.get("host_fingerprint") and info["host_fingerprint"] != fingerprint:
+        raise LanternError(f"the compressor was trained on another host than {what} "
+                           f"(fingerprint {info['host_fingerprint']} vs {fingerprint})")
+    if layer is not None and info.get("layer") is not None and int(info["layer"]) != layer:
+        raise LanternError(f"the compressor is for layer {info['layer']}, but {what} is from "
+                           f"layer {layer}")
+
+
+@dataclass
+class CompressorConfig:
+    host: str = ""
+    output_dir: str = "trm_compressor"
+    stage: str = "1a"
+    d_compressed: int = 256
+    batch_size: int = 512
+    num_epochs: int = 10
+    learning_rate: float = 1e-3
+    num_samples: int = 2000
+    data: str | None = None
+    init: str | None = None
+    layer: int = -1
+    window: int = 64
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("1a", "1b"):
+            raise LanternError(f"--stage must be 1a or 1b (got {self.stage!r})")
+        for name in ("batch_size", "num_epochs", "num_samples", "window"):
+            if getattr(self, name) <= 0:
+                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
+            raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
+
+
+def stage_sequences(host: Host, cfg: CompressorConfig) -> list[list[int]]:
+    """Token sequences: text windows (1a) or full thinking trajectories (1b)."""
+    if cfg.stage == "1b":
+        if cfg.data is None:
+            raise LanternError("stage 1b needs --data: a problems JSONL file with worked steps")
+        return [host.segments(p).full for p in read_problems(cfg.data)[:cfg.num_samples]]
+    text = read_text_file(cfg.data) if cfg.data else "\n".join(build_corpus(
+        cfg.num_samples * cfg.window + cfg.window))
+    ids = host.encode(text)
+    windows = [ids[i:i + cfg.window] for i in range(0, len(ids) - cfg.window + 1, cfg.window)]
+    if not windows:
+        raise LanternError(f"the text is shorter than one window of {cfg.window} tokens")
+    return windows[:cfg.num_samples]
+
+
+def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
+    """Train and write `stage<S>_best` and `stage<S>_final`; returns the final metrics."""
+    refuse_to_replace(Path(cfg.output_dir), [f"stage{cfg.stage}_{kind}.{ext}" for kind in
+                                             ("best", "final") for ext in ("safetensors", "json")],
+                      cfg.overwrite)
+    host = load_host(cfg.host, cfg.device)
+    layer = host.resolve_layer(cfg.layer)
+    sequences = stage_sequences(host, cfg)
+    if len(sequences) < 2:
+        raise LanternError("the compressor needs at least 2 sequences (some are held out)")
+    random.Random(cfg.seed).shuffle(sequences)
+    n_val = max(1, int(len(sequences) * cfg.val_fraction))
+    states = host.states_of(sequences, layer)
+    val = torch.cat(states[:n_val])
+    train = torch.cat(states[n_val:])
+    torch.manual_seed(cfg.seed)
+    if cfg.init:
+        comp, info = load_compressor(cfg.init)
+        check_compressor_fits(info, host.hidden_size, host.fingerprint, layer, "this host")
+        if comp.d_compressed != cfg.d_compressed:
+            raise LanternError(f"--init has d_compressed {comp.d_compressed}, but --d_compressed is "
+                               f"{cfg.d_compressed}")
+    else:
+        comp = DimensionCompressor(host.hidden_size, cfg.d_compressed)
+        with torch.no_grad():
+            comp.bias.copy_(train.mean(dim=0))
+    optimizer = make_optimizer(comp, OptimizerSection(cfg.learning_rate, weight_decay=0.0))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainingLog(out)
+    stem = f"stage{cfg.stage}"
+    info = {"stage": cfg.stage, "layer": layer, "host_fingerprint": host.fingerprint,
+            "config": asdict(cfg), "parameters": sum(p.numel() for p in comp.parameters())}
+    say = (lambda *a: None) if quiet else tqdm.write
+    say(f"compressor {host.hidden_size} -> {cfg.d_compressed}: {len(train)} training states, "
+        f"{len(val)} held-out")
+    best, metrics = -2.0, {}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=quiet or None):
+        started = time.time()
+        order = torch.randperm(len(train), generator=generator)
+        total = 0.0
+        for start in range(0, len(train), cfg.batch_size):
+            x = train[order[start:start + cfg.batch_size]]
+            loss = F.mse_loss(comp(x), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(x)
+        with torch.no_grad():
+            metrics = {f"val_{k}": v for k, v in reconstruction_metrics(val, comp(val)).items()}
+        record = {"epoch": epoch, "train_loss": total / len(train), **metrics,
+                  "seconds": time.time() - started}
+        log.write(record)
+        say(f"epoch {epoch}: train mse {record['train_loss']:.5f}  held-out cosine "
+            f"{metrics['val_cosine']:.4f}  relative error {metrics['val_relative_error']:.4f}")
+        if metrics["val_cosine"] > best:
+            best = metrics["val_cosine"]
+            save_compressor(out / f"{stem}_best", comp, {**info, **metrics, "epoch": epoch})
+    save_compressor(out / f"{stem}_final", comp, {**info, **metrics, "epoch": cfg.num_epochs})
+    return {**metrics, "best_val_cosine": best, "parameters": info["parameters"]}

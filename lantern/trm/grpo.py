@@ -1,0 +1,194 @@
+"""Phase 3: group-relative policy optimisation (GRPO) of the TRM and the compressor; host frozen.
+
+The policy is the host answering with the predicted state in its latent slot:
+pi(answer | problem) = host(answer | `question <think> <lat>=decompress(TRM(compress(pre))) </think>`),
+so the log-probability of a sampled answer is differentiable in the TRM and compressor weights.
+Per problem, G answers are sampled; reward = exact answer; advantages are the rewards normalised
+within the group; the loss is PPO's clipped surrogate on the sequence log-probability ratio,
+plus an optional KL penalty to the starting policy (the k3 estimator). TRL's GRPOTrainer only
+trains causal LMs, hence this short loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lantern.checkpoint import save_checkpoint
+from lantern.errors import LanternError
+from lantern.models.lantern_model import IGNORE_INDEX
+from lantern.training.logs import TrainingLog
+from lantern.trm.compressor import (
+    DimensionCompressor,
+    check_compressor_fits,
+    load_compressor,
+    save_compressor,
+)
+from lantern.trm.host import LanternHost, load_host
+from lantern.trm.host_training import thinking_targets
+from lantern.trm.model import SequenceTRM
+from lantern.trm.outputs import refuse_to_replace
+from lantern.trm.problems import Problem, load_problems
+from lantern.trm.training import batch_inputs, load_trm
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(P, G) rewards -> advantages normalised within each group (0 where a group is uniform)."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return (rewards - mean) / (std + eps)
+
+
+def grpo_objective(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
+                   clip: float, kl_coef: float = 0.0, logp_ref: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Clipped surrogate (to minimise) over sampled sequences, plus kl_coef x KL to a reference."""
+    ratio = torch.exp(logp_new - logp_old)
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    loss = -surrogate.mean()
+    if kl_coef > 0 and logp_ref is not None:
+        delta = logp_ref - logp_new
+        loss = loss + kl_coef * (torch.exp(delta) - delta - 1).mean()
+    return loss
+
+
+@dataclass
+class GRPOConfig:
+    host: str = ""
+    trm_checkpoint: str = ""
+    compressor_checkpoint: str = ""
+    dataset: str = ""
+    output_dir: str = "trm_grpo"
+    num_samples: int = 256
+    num_epochs: int = 1
+    group_size: int = 8
+    problems_per_step: int = 8
+    iterations: int = 2
+    learning_rate: float = 1e-5
+    clip: float = 0.2
+    kl_coef: float = 0.0
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    seed: int = 0
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "num_epochs", "problems_per_step", "iterations",
+                     "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        if self.group_size < 2:
+            raise LanternError("--group_size must be at least 2 (advantages are relative)")
+        if self.temperature <= 0 or self.learning_rate <= 0 or self.clip <= 0 or self.kl_coef < 0:
+            raise LanternError("--temperature, --learning_rate and --clip must be positive, "
+                               "--kl_coef not negative")
+
+
+class SlotPolicy:
+    """The frozen host's latent slot, fed by a TRM + compressor passed in per call (the trained
+    pair or the frozen reference)."""
+
+    def __init__(self, host: LanternHost, problems: list[Problem]) -> None:
+        self.host = host
+        self.segments = [host.segments(p) for p in problems]
+        self.pre = host.states_of([s.context for s in self.segments], -1)
+        self.prompts = [s.context + [host.latent_id] + s.close for s in self.segments]
+
+    def states(self, trm: SequenceTRM, comp: DimensionCompressor, rows: list[int]) -> torch.Tensor:
+        device = self.host.device
+        x, padding = batch_inputs([comp.compress(self.pre[i].to(device)) for i in rows],
+                                  list(range(len(rows))), device)
+        return comp.decompress(trm(x, padding))
+
+    def logprobs(self, states: torch.Tensor, rows: list[int], answers: list[list[int]]
+                 ) -> torch.Tensor:
+        """Sum of log-probabilities of each answer's tokens after its slot prompt."""
+        seqs = [self.prompts[i] + a for i, a in zip(rows, answers, strict=True)]
+        ids, targets = thinking_targets(seqs, [len(self.prompts[i]) for i in rows],
+                                        self.host.tokenizer.pad_id)
+        device = states.device
+        index = torch.tensor([len(self.segments[i].context) for i in rows], device=device)
+        logits = self.host.model.lm_head(self.host.forward(ids.to(device), states, index)).float()
+        targets = targets.to(device)
+        picked = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
+        return (picked * (targets != IGNORE_INDEX)).sum(dim=1)
+
+
+def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
+    """Train; writes `trm.pt` and `compressor.*` and a log of the sampled reward per step."""
+    refuse_to_replace(Path(cfg.output_dir), ["trm.pt", "compressor.safetensors"], cfg.overwrite)
+    host = load_host(cfg.host, cfg.device)
+    if not isinstance(host, LanternHost):
+        raise LanternError("GRPO samples through the latent slot: --host must be a LANTERN host "
+                           "trained by `lantern trm host`")
+    host.require_slot()
+    trm, trm_data = load_trm(cfg.trm_checkpoint, cfg.device)
+    comp, comp_info = load_compressor(cfg.compressor_checkpoint)
+    check_compressor_fits(comp_info, host.hidden_size, host.fingerprint, host.num_layers, "--host")
+    if trm_data.get("host_fingerprint") != host.fingerprint:
+        raise LanternError("the TRM was trained on pairs of another host than --host")
+    comp.to(cfg.device)
+    problems = load_problems(cfg.dataset, cfg.num_samples)
+    torch.manual_seed(cfg.seed)
+    ref_trm, ref_comp = copy.deepcopy(trm).requires_grad_(False), copy.deepcopy(comp).requires_grad_(False)
+    trm.train().requires_grad_(True)
+    comp.train().requires_grad_(True)
+    policy = SlotPolicy(host, problems)
+    optimizer = torch.optim.AdamW([*trm.parameters(), *comp.parameters()], lr=cfg.learning_rate,
+                                  weight_decay=0.0)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainingLog(out)
+    if log.path.exists():
+        log.path.unlink()
+    rng = random.Random(cfg.seed)
+    step, rewards_seen = 0, []
+    for _ in tqdm(range(cfg.num_epochs), unit="epoch", disable=quiet or None):
+        order = list(range(len(problems)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.problems_per_step):
+            rows = order[start:start + cfg.problems_per_step]
+            group_rows = [i for i in rows for _ in range(cfg.group_size)]
+            with torch.no_grad():
+                states = policy.states(trm, comp, rows).repeat_interleave(cfg.group_size, dim=0)
+                index = [len(policy.segments[i].context) for i in group_rows]
+                answers = host.complete([policy.prompts[i] for i in group_rows], cfg.max_new_tokens,
+                                        states, index, temperature=cfg.temperature,
+                                        seed=cfg.seed + step * len(group_rows))
+                logp_old = policy.logprobs(states, group_rows, answers)
+                logp_ref = policy.logprobs(policy.states(ref_trm, ref_comp, rows).repeat_interleave(
+                    cfg.group_size, dim=0), group_rows, answers) if cfg.kl_coef > 0 else None
+            reward = torch.tensor([float(host.answer_of(a) == problems[i].answer)
+                                   for i, a in zip(group_rows, answers, strict=True)])
+            advantages = group_advantages(reward.view(len(rows), cfg.group_size)).flatten()
+            for _ in range(cfg.iterations):
+                states = policy.states(trm, comp, rows).repeat_interleave(cfg.group_size, dim=0)
+                logp_new = policy.logprobs(states, group_rows, answers)
+                loss = grpo_objective(logp_new, logp_old, advantages.to(logp_new.device), cfg.clip,
+                                      cfg.kl_coef, logp_ref)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([*trm.parameters(), *comp.parameters()], 1.0)
+                optimizer.step()
+            step += 1
+            rewards_seen.append(reward.mean().item())
+            log.write({"step": step, "reward": rewards_seen[-1], "loss": loss.item()})
+    trm.eval()
+    comp.eval()
+    weights = {k: v.detach().cpu() for k, v in trm.state_dict().items()}
+    meta = {k: v for k, v in trm_data.items() if k not in ("model_state_dict", "raw_state_dict",
+                                                          "format_version")}
+    save_checkpoint(out / "trm.pt", {**meta, "model_state_dict": weights, "raw_state_dict": weights,
+                                     "ema": False, "grpo_config": dataclasses.asdict(cfg)})
+    save_compressor(out / "compressor", comp, {**comp_info, "grpo": True})
+    first = rewards_seen[:max(1, len(rewards_seen) // 4)]
+    last = rewards_seen[-max(1, len(rewards_seen) // 4):]
+    return {"steps": step, "reward_first_quarter": sum(first) / len(first),
+            "reward_last_quarter": sum(last) / len(last)}

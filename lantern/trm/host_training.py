@@ -1,0 +1,248 @@
+"""Train a LANTERN host for LLM-TRM: character tokens, `<think> ... </think>` reasoning, and a
+latent slot (CODI/Coconut style).
+
+Each step sees every problem of the batch twice:
+- full thinking, `question <think> steps </think> answer`, next-token loss after the question;
+- `question <think> <lat> </think> answer`, whose slot input carries the host's own final state
+  at `</think>` from the first pass, loss on `</think>` and the answer. The slot loss's gradient
+  flows back into that state too (as Coconut trains its continuous thoughts end to end), so the
+  full pass learns to gather the answer into its `</think>` state, the state the TRM will
+  predict; `detach_teacher_state` stops it (the state is then a fixed teacher, CODI style).
+Because the slot sits in the sequence, every answer token attends to it. Optionally a share of
+rows is also shown as `question <think> </think> answer` (no thinking), so the no-thinking
+baseline is trained rather than out of distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from lantern.checkpoint import save_checkpoint
+from lantern.config import PRESETS, preset_config
+from lantern.errors import LanternError
+from lantern.fileio import atomic_write_text
+from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
+from lantern.tokenizers import TOKENIZER_FILE
+from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
+from lantern.training.logs import TrainingLog
+from lantern.training.optim import LRSchedule, make_optimizer
+from lantern.training.precision import Precision
+from lantern.trm.host import LanternHost, LatentSlot, Segments, host_tokenizer, load_host, pad_right
+from lantern.trm.problems import read_problems
+
+SHAPE_FLAGS = ("hidden_size", "num_heads", "num_blocks", "steps_per_block", "mlp_hidden_size",
+               "mlp", "norm", "position", "dropout")
+
+
+@dataclass
+class HostTrainConfig:
+    problems: str = ""
+    output_dir: str = "trm_host"
+    config: str | None = None  # None = gpt-128 (or the shape of --init_from)
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    min_lr: float | None = None
+    weight_decay: float = 0.1
+    max_steps: int = 2000
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    latent_weight: float = 1.0
+    detach_teacher_state: bool = False
+    no_think_fraction: float = 0.0
+    val_fraction: float | None = None  # None = 0.05 (unless val_problems is given)
+    val_problems: str | None = None
+    eval_interval: int = 250
+    eval_problems: int = 200
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+    init_from: str | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    num_blocks: int | None = None
+    steps_per_block: int | None = None
+    mlp_hidden_size: int | None = None
+    mlp: str | None = None
+    norm: str | None = None
+    position: str | None = None
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is not None and self.config not in PRESETS:
+            raise LanternError(f"unknown preset {self.config!r}; choose one of: {', '.join(PRESETS)}")
+        if self.val_fraction is not None and self.val_problems:
+            raise LanternError("--val_fraction and --val_problems both choose the validation set; "
+                               "give one")
+        for name in ("batch_size", "max_steps", "eval_interval", "eval_problems"):
+            if getattr(self, name) <= 0:
+                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
+            raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
+        if self.learning_rate <= 0 or self.latent_weight < 0:
+            raise LanternError("--learning_rate must be positive and --latent_weight not negative")
+
+
+def thinking_targets(sequences: list[list[int]], start: list[int], pad_id: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, targets): next-token targets from position start[i] on, -100 elsewhere."""
+    ids = pad_right(sequences, pad_id)
+    targets = torch.full_like(ids, IGNORE_INDEX)
+    for row, (seq, first) in enumerate(zip(sequences, start, strict=True)):
+        targets[row, first - 1:len(seq) - 1] = torch.as_tensor(seq[first:])
+    return ids, targets
+
+
+def host_losses(host: LanternHost, batch: list[Segments], no_think: list[bool], latent_weight: float,
+                device: torch.device, detach: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """Full-thinking loss plus `latent_weight` x the slot sequences' answer loss."""
+    pad = host.tokenizer.pad_id
+    rows = [s.no_think if skip else s.full for s, skip in zip(batch, no_think, strict=True)]
+    ids, targets = thinking_targets(rows, [len(s.context) for s in batch], pad)
+    h = host.forward(ids.to(device))
+    logits = host.model.lm_head(h)
+    full_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(),
+                                ignore_index=IGNORE_INDEX)
+    metrics = {"full_loss": full_loss.item()}
+    thinking_rows = [i for i, skip in enumerate(no_think) if not skip]
+    if latent_weight == 0 or not thinking_rows:
+        return full_loss, metrics
+    post = torch.tensor([batch[i].post_index for i in thinking_rows], device=device)
+    states = h[torch.tensor(thinking_rows, device=device), post]
+    if detach:
+        states = states.detach()
+    slot_rows = [host.slot_sequence(batch[i]) for i in thinking_rows]
+    ids, targets = thinking_targets([s for s, _ in slot_rows], [i + 1 for _, i in slot_rows], pad)
+    index = torch.tensor([i for _, i in slot_rows], device=device)
+    slot_logits = host.model.lm_head(host.forward(ids.to(device), states, index))
+    slot_loss = F.cross_entropy(slot_logits.flatten(0, 1).float(), targets.to(device).flatten(),
+                                ignore_index=IGNORE_INDEX)
+    metrics["slot_loss"] = slot_loss.item()
+    return full_loss + latent_weight * slot_loss, metrics
+
+
+@torch.no_grad()
+def host_accuracy(host: LanternHost, segments: list[Segments], answers: list[str],
+                  max_new_tokens: int) -> dict[str, float]:
+    """Exact-match accuracy thinking in full, and with the host's own state in the slot."""
+    full = host.complete([s.context for s in segments], max_new_tokens)
+    full_acc = sum(host.answer_of(t) == a for t, a in zip(full, answers, strict=True))
+    states = torch.stack([s[seg.post_index] for s, seg in zip(
+        host.states_of([seg.full for seg in segments], -1), segments, strict=True)])
+    prompts = [seg.context + [host.latent_id] + seg.close for seg in segments]
+    slot = host.complete(prompts, max_new_tokens, states, [len(s.context) for s in segments])
+    slot_acc = sum(host.answer_of(t) == a for t, a in zip(slot, answers, strict=True))
+    return {"full_accuracy": full_acc / len(answers), "slot_accuracy": slot_acc / len(answers)}
+
+
+def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.device) -> LanternHost:
+    """A trained host to continue from: same vocabulary, room for the problems, no new shape."""
+    if shape:
+        raise LanternError(f"--init_from keeps the shape of the host it starts from; drop "
+                           f"--{', --'.join(shape)}")
+    host = load_host(path, device)
+    if not isinstance(host, LanternHost) or host.slot is None:
+        raise LanternError(f"--init_from {path} is not a host made by `lantern trm host`")
+    if host.tokenizer.to_json() != tokenizer.to_json():
+        raise LanternError(f"--init_from {path} has another character vocabulary than these problems")
+    if host.model.config.context_length < context:
+        raise LanternError(f"--init_from {path} has context {host.model.config.context_length}; these "
+                           f"problems need {context}")
+    host.model.requires_grad_(True)
+    host.slot.requires_grad_(True)
+    return host
+
+
+def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
+    """Train, evaluate on held-out problems, and write a run directory a `--host` flag accepts."""
+    out = Path(cfg.output_dir)
+    if (out / "final_model.pt").exists() and not cfg.overwrite:
+        raise LanternError(f"{out} already holds a trained host; pass --overwrite to replace it")
+    problems = read_problems(cfg.problems)
+    if len(problems) < 2:
+        raise LanternError("a host needs at least 2 problems (some are held out for validation)")
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    order = list(range(len(problems)))
+    rng.shuffle(order)
+    n_val = max(1, int(len(problems) * (cfg.val_fraction or 0.05)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if cfg.val_problems:  # e.g. held-out operand pairs, which a random share of the file is not
+        held_out = read_problems(cfg.val_problems)
+        val_idx, train_idx = list(range(len(problems), len(problems) + len(held_out))), order
+        problems = problems + held_out
+    tokenizer = host_tokenizer(problems)
+    precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
+    device = precision.device
+    shape = {k: getattr(cfg, k) for k in ("config", *SHAPE_FLAGS) if getattr(cfg, k) is not None}
+    # <think>, </think> and <eos> around the characters, and room for one generated token more.
+    context = max(len(p.question) + len(p.thinking) + len(p.answer) for p in problems) + 4
+    if cfg.init_from:
+        host = start_from(cfg.init_from, tokenizer, context, shape, device)
+    else:
+        preset = shape.pop("config", "gpt-128")
+        model_cfg = preset_config(preset, vocab_size=tokenizer.vocab_size, context_length=context,
+                                  **shape)
+        host = LanternHost(LANTERNModel(model_cfg).to(device), tokenizer,
+                           LatentSlot(model_cfg.hidden_size, model_cfg.hidden_size).to(device))
+    model, slot, model_cfg = host.model, host.slot, host.model.config
+    segments = [host.segments(p) for p in problems]
+    params = nn.ModuleList([model, slot])
+    optimizer = make_optimizer(params, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+    schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
+                          cfg.max_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainingLog(out)
+    if log.path.exists():
+        log.path.unlink()
+    say = (lambda *a: None) if quiet else tqdm.write
+    say(f"host: {model.num_parameters():,} parameters, {len(train_idx)} training / {len(val_idx)} "
+        f"held-out problems, context {context}")
+    bar = tqdm(range(cfg.max_steps), unit="step", disable=quiet or None, dynamic_ncols=True)
+    started = time.time()
+    for step in bar:
+        model.train()
+        picks = [train_idx[rng.randrange(len(train_idx))] for _ in range(cfg.batch_size)]
+        no_think = [rng.random() < cfg.no_think_fraction for _ in picks]
+        lr = schedule.apply(optimizer, step)
+        with precision.autocast():
+            loss, metrics = host_losses(host, [segments[i] for i in picks], no_think,
+                                        cfg.latent_weight, device, cfg.detach_teacher_state)
+        precision.backward(loss)
+        precision.step(optimizer, params.parameters(), cfg.grad_clip)
+        record = {"step": step + 1, "lr": lr, "train_loss": loss.item(), **metrics}
+        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
+            model.eval()
+            val = val_idx[:cfg.eval_problems]
+            with torch.no_grad(), precision.autocast():
+                val_loss, _ = host_losses(host, [segments[i] for i in val], [False] * len(val),
+                                          cfg.latent_weight, device)
+                accuracy = host_accuracy(host, [segments[i] for i in val],
+                                         [problems[i].answer for i in val], context)
+            record.update(val_loss=val_loss.item(), **accuracy)
+            say(f"step {step + 1}: loss {loss.item():.4f} val {val_loss.item():.4f} "
+                f"full acc {accuracy['full_accuracy']:.3f} slot acc {accuracy['slot_accuracy']:.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.write(record)
+    model.eval()
+    save_checkpoint(out / "final_model.pt", {
+        "config": model_cfg.to_dict(), "model_state_dict": model.state_dict(),
+        "tokenizer": tokenizer.to_json(), "train_config": dataclasses.asdict(cfg),
+        "step": cfg.max_steps})
+    atomic_write_text(out / "config.json", model_cfg.to_json() + "\n")
+    atomic_write_text(out / TOKENIZER_FILE, tokenizer.to_json())
+    atomic_write_text(out / "val_problems.jsonl",
+                      "".join(json.dumps(problems[i].to_dict()) + "\n" for i in val_idx))
+    host.save_slot(out, state_layer=model_cfg.num_blocks)
+    say(f"host saved to {out} ({time.time() - started:.0f}s)")
+    return out

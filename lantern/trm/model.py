@@ -1,0 +1,146 @@
+"""SequenceTRM: a tiny recursive network that maps compressed pre-thinking states [L, D'] to a
+compressed post-thinking state [D'].
+
+As in the TRM paper (Less is More: Recursive Reasoning with Tiny Networks): a learnable
+reasoning token is appended to the input x; two carried streams, the answer y and the latent z,
+start from learned vectors; one latent recursion is
+
+    z <- net(z + y + x)   (n times),   y <- net(y + z)
+
+and one deep recursion is T latent recursions of which the first T - 1 run without gradient.
+Each supervision step runs one deep recursion from the carried (detached) y, z and reads the
+prediction and a halting logit from y at the reasoning token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lantern.errors import LanternError
+
+
+@dataclass
+class TRMConfig:
+    d_model: int = 256
+    n_layers: int = 2
+    n_heads: int = 4
+    n_latent_steps: int = 6
+    n_deep_recursions: int = 3
+    n_supervision_steps: int = 8
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "n_latent_steps", "n_deep_recursions",
+                     "n_supervision_steps"):
+            if getattr(self, name) <= 0:
+                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        if self.d_model % self.n_heads:
+            raise LanternError(f"d_compressed {self.d_model} is not divisible by --n_heads "
+                               f"{self.n_heads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Carry:
+    x: torch.Tensor  # (B, L, D') compressed input (the reasoning token is added per step)
+    y: torch.Tensor  # (B, L+1, D')
+    z: torch.Tensor
+    padding: torch.Tensor  # (B, L+1) True where there is no token
+
+
+class SequenceTRM(nn.Module):
+    def __init__(self, cfg: TRMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        layer = nn.TransformerEncoderLayer(d, cfg.n_heads, dim_feedforward=4 * d, dropout=cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.net = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.RMSNorm(d),
+                                         enable_nested_tensor=False)
+        self.input_norm = nn.RMSNorm(d)
+        self.reasoning_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.y_init = nn.Parameter(torch.zeros(d))
+        self.z_init = nn.Parameter(torch.zeros(d))
+        self.output = nn.Linear(d, d)
+        nn.init.zeros_(self.output.weight)  # starts at its bias (the caller may set the mean)
+        self.halt_head = nn.Linear(d, 1)
+
+    def start(self, x: torch.Tensor, padding: torch.Tensor) -> Carry:
+        """x (B, L, D') and its padding mask (B, L) -> the initial carry."""
+        batch, length, d = x.shape
+        padding = torch.cat([padding, padding.new_zeros(batch, 1)], dim=1)
+        y = self.y_init.expand(batch, length + 1, d).contiguous()
+        z = self.z_init.expand(batch, length + 1, d).contiguous()
+        return Carry(x, y, z, padding)
+
+    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized input with the reasoning token appended (built anew in every graph)."""
+        return torch.cat([self.input_norm(x), self.reasoning_token.expand(x.shape[0], 1, -1)], dim=1)
+
+    def latent_recursion(self, x: torch.Tensor, c: Carry) -> Carry:
+        z = c.z
+        for _ in range(self.cfg.n_latent_steps):
+            z = self.net(z + c.y + x, src_key_padding_mask=c.padding)
+        y = self.net(c.y + z, src_key_padding_mask=c.padding)
+        return Carry(c.x, y, z, c.padding)
+
+    def deep_recursion(self, c: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """(new carry, prediction (B, D'), halting logit (B,)); T - 1 recursions without grad."""
+        with torch.no_grad():
+            x = self.embed_input(c.x)
+            for _ in range(self.cfg.n_deep_recursions - 1):
+                c = self.latent_recursion(x, c)
+        c = self.latent_recursion(self.embed_input(c.x), c)
+        last = c.y[:, -1]
+        return c, self.output(last), self.halt_head(last).squeeze(-1)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """A differentiable prediction after `steps` supervision steps (no halting): the carry
+        of the earlier steps is computed without gradient, as in training."""
+        c = self.start(x, padding)
+        for _ in range((steps or self.cfg.n_supervision_steps) - 1):
+            with torch.no_grad():
+                c, _, _ = self.deep_recursion(c)
+        return self.deep_recursion(c)[1]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, padding: torch.Tensor, max_steps: int | None = None,
+                halt_at: float | None = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: supervision steps until each row halts (sigmoid(q) > halt_at; None = never)
+        or `max_steps`. Returns (prediction (B, D'), steps used per row)."""
+        c = self.start(x, padding)
+        steps = max_steps or self.cfg.n_supervision_steps
+        out = torch.zeros(x.shape[0], self.cfg.d_model, device=x.device)
+        used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(steps):
+            c, pred, halt = self.deep_recursion(c)
+            out[active] = pred[active].float()
+            used += active.long()
+            if halt_at is not None:
+                active &= torch.sigmoid(halt) <= halt_at
+                if not bool(active.any()):
+                    break
+        return out, used
+
+
+def halting_loss(halt_logit: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor,
+                 bce: bool, threshold: float) -> torch.Tensor:
+    """Train the halting head to foresee quality. MSE: sigmoid(q) vs cosine (clamped to [0, 1]);
+    BCE: q vs [cosine > threshold]. Targets are detached: halting never pulls the prediction."""
+    cosine = F.cosine_similarity(prediction.float(), target.float(), dim=-1).detach()
+    if bce:
+        return F.binary_cross_entropy_with_logits(halt_logit.float(), (cosine > threshold).float())
+    return F.mse_loss(torch.sigmoid(halt_logit.float()), cosine.clamp(0.0, 1.0))
+
+
+def halting_point(bce: bool, threshold: float) -> float:
+    """Where sigmoid(q) means "stop": 0.5 for BCE (q predicts [cosine > threshold]); the
+    threshold itself for MSE (sigmoid(q) predicts the cosine)."""
+    return 0.5 if bce else threshold

@@ -1,0 +1,330 @@
+"""Phase 2: train SequenceTRM on hidden-state pairs.
+
+Differences from the guide, each on purpose:
+- the learning-rate schedule is counted in optimizer steps (one per supervision step with
+  per-step updates), so it ends where training ends instead of 8x too early;
+- a validation split; its cosine is reported next to the cosine of predicting the training mean;
+- the EMA weights are what validation, `best.pt` and every loader use;
+- besides the state MSE, an optional answer loss: the predicted state goes through the frozen
+  host's latent slot and the answer tokens' cross-entropy flows back into the TRM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lantern.checkpoint import load_checkpoint, save_checkpoint
+from lantern.errors import LanternError
+from lantern.models.lantern_model import IGNORE_INDEX
+from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
+from lantern.training.ema import EMA
+from lantern.training.logs import TrainingLog
+from lantern.training.optim import LRSchedule, make_optimizer
+from lantern.training.precision import Precision
+from lantern.trm.compressor import DimensionCompressor, check_compressor_fits, load_compressor
+from lantern.trm.datagen import Pairs, load_pairs
+from lantern.trm.host import LanternHost, load_host
+from lantern.trm.host_training import thinking_targets
+from lantern.trm.model import SequenceTRM, TRMConfig, halting_loss, halting_point
+from lantern.trm.outputs import refuse_to_replace
+from lantern.trm.problems import Problem
+
+
+@dataclass
+class TRMTrainConfig:
+    data: str = ""
+    compressor_checkpoint: str = ""
+    output_dir: str = "trm_model"
+    host: str | None = None
+    batch_size: int = 32
+    num_epochs: int = 100
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr: float | None = None
+    grad_clip: float = 1.0
+    n_layers: int = 2
+    n_heads: int = 4
+    n_latent_steps: int = 6
+    n_deep_recursions: int = 3
+    n_supervision_steps: int = 8
+    eval_supervision_steps: int | None = None
+    use_halting: bool = True
+    halt_threshold: float = 0.7
+    adaptive_halt_threshold: bool = True
+    bce_halt_loss: bool = False
+    halt_loss_weight: float = 0.5
+    per_step_updates: bool = True
+    use_ema: bool = True
+    ema_decay: float = 0.999
+    answer_loss_weight: float | None = None  # None = 1 with --host, 0 without
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_epochs"):
+            if getattr(self, name) <= 0:
+                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
+            raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
+        if not 0 < self.ema_decay < 1:
+            raise LanternError(f"--ema_decay must be in (0, 1) (got {self.ema_decay})")
+        if self.answer_loss_weight is None:
+            self.answer_loss_weight = 1.0 if self.host else 0.0
+        if self.answer_loss_weight < 0:
+            raise LanternError("--answer_loss_weight must not be negative")
+        if self.answer_loss_weight > 0 and not self.host:
+            raise LanternError("--answer_loss_weight > 0 needs --host (the frozen host the answer "
+                               "loss runs through)")
+
+    def planned_optimizer_steps(self, batches_per_epoch: int) -> int:
+        """The schedule's length: every optimizer step the run will take (halting can only
+        shorten it)."""
+        per_batch = self.n_supervision_steps if self.per_step_updates else 1
+        return self.num_epochs * batches_per_epoch * per_batch
+
+
+@dataclass
+class PreparedData:
+    x: list[torch.Tensor]  # compressed hidden_pre, (L_i, D') each
+    target: torch.Tensor  # compressed hidden_post (N, D')
+    post: torch.Tensor  # hidden_post (N, D)
+    train: list[int]
+    val: list[int]
+
+
+def prepare(pairs: Pairs, comp: DimensionCompressor, val_fraction: float, seed: int) -> PreparedData:
+    if len(pairs) < 2:
+        raise LanternError(f"the pairs file holds {len(pairs)} pairs; at least 2 are needed "
+                           "(some are held out for validation)")
+    with torch.no_grad():
+        x = [comp.compress(h.float()) for h in pairs.hidden_pre]
+        target = comp.compress(pairs.hidden_post.float())
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(len(order) * val_fraction))
+    return PreparedData(x, target, pairs.hidden_post.float(), order[n_val:], order[:n_val])
+
+
+def batch_inputs(x: list[torch.Tensor], rows: list[int], device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, L, D') inputs and their padding mask (True = no token)."""
+    width = max(len(x[i]) for i in rows)
+    out = torch.zeros(len(rows), width, x[rows[0]].shape[1])
+    padding = torch.ones(len(rows), width, dtype=torch.bool)
+    for j, i in enumerate(rows):
+        out[j, :len(x[i])] = x[i]
+        padding[j, :len(x[i])] = False
+    return out.to(device), padding.to(device)
+
+
+class AnswerLoss:
+    """Cross-entropy of the answer tokens with a predicted state in the frozen host's slot."""
+
+    def __init__(self, host: LanternHost, pairs: Pairs) -> None:
+        self.host = host
+        self.sequences: list[tuple[list[int], int]] = []
+        for q, a in zip(pairs.problems, pairs.answers, strict=True):
+            self.sequences.append(host.slot_sequence(host.segments(Problem(q, "", a))))
+
+    def __call__(self, states: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        seqs = [self.sequences[i] for i in rows]
+        ids, targets = thinking_targets([s for s, _ in seqs], [i + 1 for _, i in seqs],
+                                        self.host.tokenizer.pad_id)
+        device = states.device
+        index = torch.tensor([i for _, i in seqs], device=device)
+        logits = self.host.model.lm_head(self.host.forward(ids.to(device), states, index))
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(),
+                               ignore_index=IGNORE_INDEX)
+
+
+def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
+    if pairs.meta.get("host_fingerprint") != host.fingerprint:
+        raise LanternError("the pairs were made by another host than --host (fingerprint "
+                           f"{pairs.meta.get('host_fingerprint')} vs {host.fingerprint})")
+    host.require_slot()
+    if int(pairs.meta.get("layer", -1)) != host.num_layers:
+        raise LanternError(f"the latent slot takes the final layer ({host.num_layers}) state, but "
+                           f"the pairs are from layer {pairs.meta.get('layer')}")
+
+
+@torch.no_grad()
+def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, rows: list[int],
+             batch_size: int, steps: int, halt_at: float | None, device: torch.device) -> dict:
+    preds, used = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        x, padding = batch_inputs(data.x, chunk, device)
+        pred, n = model.predict(x, padding, steps, halt_at)
+        preds.append(comp.decompress(pred).cpu())
+        used.append(n.cpu())
+    pred = torch.cat(preds)
+    target = data.post[rows]
+    mean = data.post[data.train].mean(dim=0)
+    return {"val_cosine": F.cosine_similarity(pred, target, dim=-1).mean().item(),
+            "val_centered_cosine": F.cosine_similarity(pred - mean, target - mean, dim=-1).mean().item(),
+            "val_relative_error": ((pred - target).norm(dim=-1)
+                                   / target.norm(dim=-1).clamp_min(1e-8)).mean().item(),
+            "val_steps": torch.cat(used).float().mean().item()}
+
+
+def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
+    """Train; writes `best.pt` and `final.pt` (EMA weights as the model) and a log."""
+    refuse_to_replace(Path(cfg.output_dir), ["best.pt", "final.pt"], cfg.overwrite)
+    precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
+    device = precision.device
+    pairs = load_pairs(cfg.data)
+    comp, comp_info = load_compressor(cfg.compressor_checkpoint)
+    check_compressor_fits(comp_info, pairs.hidden_size, pairs.meta.get("host_fingerprint"),
+                          pairs.meta.get("layer"), "the pairs")
+    data = prepare(pairs, comp, cfg.val_fraction, cfg.seed)
+    answer_loss = None
+    if cfg.host:
+        host = load_host(cfg.host, device)
+        if not isinstance(host, LanternHost):
+            raise LanternError("--host for the answer loss must be a LANTERN host with a latent slot")
+        check_host_matches(host, pairs)
+        answer_loss = AnswerLoss(host, pairs) if cfg.answer_loss_weight > 0 else None
+    comp = comp.to(device).requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    trm_cfg = TRMConfig(comp.d_compressed, cfg.n_layers, cfg.n_heads, cfg.n_latent_steps,
+                        cfg.n_deep_recursions, cfg.n_supervision_steps)
+    model = SequenceTRM(trm_cfg)
+    with torch.no_grad():  # start at the mean predictor; learn what differs from it
+        model.output.bias.copy_(data.target[data.train].mean(dim=0))
+    model = model.to(device)
+    optimizer = make_optimizer(model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+    batches = math.ceil(len(data.train) / cfg.batch_size)
+    planned = cfg.planned_optimizer_steps(batches)
+    schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate, planned)
+    ema = EMA(model, cfg.ema_decay) if cfg.use_ema else None
+    mean_post = data.post[data.train].mean(dim=0)
+    baseline = F.cosine_similarity(mean_post[None], data.post[data.val], dim=-1).mean().item()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainingLog(out)
+    if log.path.exists():
+        log.path.unlink()
+    say = (lambda *a: None) if quiet else tqdm.write
+    params = sum(p.numel() for p in model.parameters())
+    say(f"SequenceTRM: {params:,} parameters; {len(data.train)} training / {len(data.val)} "
+        f"validation pairs; {planned} optimizer steps planned; mean-predictor validation cosine "
+        f"{baseline:.4f}")
+    threshold = cfg.halt_threshold
+    eval_steps = cfg.eval_supervision_steps or cfg.n_supervision_steps
+    rng = random.Random(cfg.seed)
+    step, best, record = 0, -2.0, {}
+    meta = {"trm_config": trm_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
+            "mean_post": mean_post, "compressor": comp_info,
+            "host_fingerprint": pairs.meta.get("host_fingerprint"), "layer": pairs.meta.get("layer"),
+            "hidden_size": pairs.hidden_size, "planned_optimizer_steps": planned}
+    started = time.time()
+    for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=quiet or None):
+        model.train()
+        order = list(data.train)
+        rng.shuffle(order)
+        sums = {"state_loss": 0.0, "answer_loss": 0.0, "halt_loss": 0.0, "cosine": 0.0}
+        count = 0
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start:start + cfg.batch_size]
+            x, padding = batch_inputs(data.x, rows, device)
+            target = data.target[rows].to(device)
+            carry = model.start(x, padding)
+            pending = []
+            for _ in range(cfg.n_supervision_steps):
+                with precision.autocast():
+                    carry, pred, halt = model.deep_recursion(carry)
+                    state_loss = F.mse_loss(pred.float(), target)
+                    loss = state_loss
+                    if answer_loss is not None:
+                        a_loss = answer_loss(comp.decompress(pred.float()), rows)
+                        loss = loss + cfg.answer_loss_weight * a_loss
+                        sums["answer_loss"] += a_loss.item()
+                    if cfg.use_halting:
+                        h_loss = halting_loss(halt, pred, target, cfg.bce_halt_loss, threshold)
+                        loss = loss + cfg.halt_loss_weight * h_loss
+                        sums["halt_loss"] += h_loss.item()
+                sums["state_loss"] += state_loss.item()
+                sums["cosine"] += F.cosine_similarity(pred.float(), target, dim=-1).mean().item()
+                count += 1
+                carry = dataclasses.replace(carry, y=carry.y.detach(), z=carry.z.detach())
+                if cfg.per_step_updates:
+                    schedule.apply(optimizer, step)
+                    precision.backward(loss)
+                    precision.step(optimizer, model.parameters(), cfg.grad_clip)
+                    step += 1
+                    if ema is not None:
+                        ema.update()
+                else:
+                    pending.append(loss)
+                halt_at = halting_point(cfg.bce_halt_loss, threshold)
+                if cfg.use_halting and bool((torch.sigmoid(halt) > halt_at).all()):
+                    break
+            if pending:
+                schedule.apply(optimizer, step)
+                precision.backward(torch.stack(pending).mean())
+                precision.step(optimizer, model.parameters(), cfg.grad_clip)
+                step += 1
+                if ema is not None:
+                    ema.update()
+        train_cosine = sums["cosine"] / count
+        if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
+            threshold = max(threshold, 0.95 * train_cosine)
+        model.eval()
+        with ema.applied() if ema is not None else contextlib.nullcontext():
+            halt_at = halting_point(cfg.bce_halt_loss, threshold) if cfg.use_halting else None
+            val = validate(model, comp, data, data.val, cfg.batch_size, eval_steps, halt_at, device)
+            record = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                      **{k: v / count for k, v in sums.items()}, **val,
+                      "mean_predictor_val_cosine": baseline, "halt_threshold": threshold,
+                      "seconds": time.time() - started}
+            log.write(record)
+            if val["val_cosine"] > best:
+                best = val["val_cosine"]
+                _save(out / "best.pt", model, ema, {**meta, "metrics": record, "halt_threshold": threshold,
+                                                    "halt_at": halt_at})
+        say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine {val['val_cosine']:.4f} "
+            f"(mean predictor {baseline:.4f})  steps {val['val_steps']:.1f}")
+    summary = {**record, "optimizer_steps": step, "planned_optimizer_steps": planned,
+               "best_val_cosine": best, "parameters": params}
+    _save(out / "final.pt", model, ema, {**meta, "metrics": summary, "halt_threshold": threshold,
+                                                "halt_at": halt_at})
+    return summary
+
+
+def _save(path: Path, model: SequenceTRM, ema: EMA | None, meta: dict) -> None:
+    """`model_state_dict` holds the EMA weights when there is an EMA (what loaders use);
+    `raw_state_dict` the last optimizer weights."""
+    raw = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    weights = dict(raw)
+    if ema is not None:
+        weights.update(ema.state_dict())
+    save_checkpoint(path, {"model_state_dict": weights, "raw_state_dict": raw,
+                           "ema": ema is not None, **meta})
+
+
+def load_trm(path: str | Path, device: str | torch.device = "cpu") -> tuple[SequenceTRM, dict]:
+    """A TRM checkpoint (`best.pt`, `final.pt`, or a directory holding them), with its EMA
+    weights as the model."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "final.pt"
+    data = load_checkpoint(path)
+    if "trm_config" not in data:
+        raise LanternError(f"{path} is not a SequenceTRM checkpoint")
+    model = SequenceTRM(TRMConfig(**data["trm_config"]))
+    model.load_state_dict(data["model_state_dict"])
+    return model.to(device).eval(), data
