@@ -41,7 +41,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise LanternError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code: never.
+        raise LanternError(f"cannot read checkpoint {path}: it is damaged, or holds more than "
+                           "tensors and plain data (LANTERN never loads pickled code)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LanternError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
     if not isinstance(data, dict) or "model_state_dict" not in data:

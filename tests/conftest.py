@@ -43,3 +43,14 @@ def tiny_config(**overrides) -> LANTERNConfig:
 def tiny_model() -> LANTERNModel:
     torch.manual_seed(0)
     return LANTERNModel(tiny_config()).eval()
+
+
+def perturbed_model(tokenizer, **overrides) -> LANTERNModel:
+    """A tiny model with weights far from their init, so every mapping error shows (export)."""
+    torch.manual_seed(0)
+    model = LANTERNModel(tiny_config(vocab_size=tokenizer.vocab_size, context_length=64,
+                                     **overrides))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT, tiny_config
+from conftest import TINY_TEXT
+from conftest import perturbed_model as tiny_model
 
 from lantern.cli.main import main
 from lantern.errors import LanternError
 from lantern.export.gguf_export import export_gguf
 from lantern.export.llamacpp import LlamaCppModel
 from lantern.generation.settings import GenerationConfig
-from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
 
 MIXED = "Árvíztűrő tükörfúrógép: ő és ű 🙂 hello world!\n<user>Szia 🙂</user><assistant>ok"
@@ -28,16 +28,6 @@ ARCHS = {
 }
 F32_TOLERANCE = 1e-3  # measured: llama 2e-6; gpt2 9e-4 (ggml's GELU reads an fp16 table)
 F16_TOLERANCE = 2e-2  # weights rounded to 11 significant bits
-
-
-def tiny_model(tokenizer, **overrides) -> LANTERNModel:
-    torch.manual_seed(0)
-    model = LANTERNModel(tiny_config(vocab_size=tokenizer.vocab_size, context_length=64,
-                                     **overrides))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from conftest import TINY_TEXT, tiny_config
+from conftest import perturbed_model as tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
 from lantern.chat_template import render
@@ -19,7 +20,6 @@ from lantern.errors import LanternError
 from lantern.export.architecture import plan_export
 from lantern.export.hf_export import export_hf
 from lantern.export.hf_import import load_hf_checkpoint
-from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
 
 MIXED = "Árvíztűrő tükörfúrógép: ő és ű 🙂 hello world!\n<user>Szia 🙂</user><assistant>ok"
@@ -33,17 +33,6 @@ CASES = {
     "gpt2-sinusoidal-nobias": (dict(position="sinusoidal", bias=False, tie_embeddings=False),
                                "GPT2LMHeadModel"),
 }
-
-
-def tiny_model(tokenizer, **overrides) -> LANTERNModel:
-    """A tiny model with weights far from their init, so every mapping error shows."""
-    torch.manual_seed(0)
-    model = LANTERNModel(tiny_config(vocab_size=tokenizer.vocab_size, context_length=64,
-                                     **overrides))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

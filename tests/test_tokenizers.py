@@ -228,3 +228,15 @@ def test_trainer_uses_tiktoken_with_a_local_encoding_file(tmp_path):
                                     corpus_chars=3000), None)
     assert data.tokenizer.kind == "tiktoken" and data.tokenizer.vocab_size == 262
     assert data.tokenizer.eos_id in np.asarray(data.train_tokens).tolist()
+
+
+def test_a_vocabularys_own_special_tokens_are_never_split():
+    """Special tokens given to the constructor (e.g. `</think>`, `<lat>`) are single ids in text."""
+    from lantern.tokenizers.base import SPECIAL_TOKENS
+
+    specials = (*SPECIAL_TOKENS, "</think>", "<lat>")
+    tok = CharTokenizer(list("0123+"), special_tokens=specials, byte_fallback=False)
+    ids = tok.encode("1+2<think><lat></think>3<eos>")
+    assert [tok.tokens[i] for i in ids] == ["1", "+", "2", "<think>", "<lat>", "</think>", "3",
+                                            "<eos>"]
+    assert tok.decode(ids) == "1+2<think><lat></think>3<eos>"

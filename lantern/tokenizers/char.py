@@ -14,14 +14,22 @@ from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer, check_text
 
 FORMAT = "lantern-char"
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))  # SentencePiece's and llama.cpp's names
-_SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
-def split_special(text: str) -> list[str]:
+def special_pattern(special_tokens: Sequence[str]) -> re.Pattern[str]:
+    """Matches any of the special tokens, the longest first."""
+    ordered = sorted(special_tokens, key=len, reverse=True)
+    return re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")")
+
+
+_SPECIAL_PATTERN = special_pattern(SPECIAL_TOKENS)
+
+
+def split_special(text: str, pattern: re.Pattern[str] = _SPECIAL_PATTERN) -> list[str]:
     """Split text around special-token strings, keeping them as separate pieces."""
     if "<" not in text:
         return [text]
-    return [piece for piece in _SPECIAL_PATTERN.split(text) if piece]
+    return [piece for piece in pattern.split(text) if piece]
 
 
 class CharTokenizer(Tokenizer):
@@ -44,6 +52,7 @@ class CharTokenizer(Tokenizer):
             self.tokens += BYTE_TOKENS
         self._ids = {tok: i for i, tok in enumerate(self.tokens)}
         self._specials = set(special_tokens)
+        self._pattern = special_pattern(special_tokens)  # this vocabulary's own specials
         self._unk = self._ids[UNK]
 
     @classmethod
@@ -76,7 +85,7 @@ class CharTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         try:
-            for piece in split_special(text):
+            for piece in split_special(text, self._pattern):
                 if piece in self._specials:
                     ids.append(self._ids[piece])
                 else:

@@ -361,6 +361,8 @@ def export_weights(model: nn.Module, out: Path) -> None:
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> dict[str, Any]:
-    """Run (or continue) a training run; returns the final metrics."""
-    return Trainer(cfg, quiet).fit()
+    """Run (or continue) a training run; returns the final metrics. Gradients are on whatever
+    the caller's context (a `torch.no_grad()` around it would silently break every step)."""
+    with torch.enable_grad():
+        return Trainer(cfg, quiet).fit()
 
