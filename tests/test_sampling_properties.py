@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from lantern.generation.logits_process import MinP, TopK, TopP
 from lantern.generation.sampling import SamplingConfig
 
-LOGITS = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=1, max_size=40,
-                  unique=True)
+# Logits at least 0.01 apart: "the k largest" and "the smallest set" are then well defined
+# (values that differ only below float32 resolution would be ties).
+LOGITS = st.lists(st.integers(-2000, 2000), min_size=1, max_size=40, unique=True).map(
+    lambda values: [v / 100 for v in values])
 PROBABILITY = st.floats(0.01, 1.0)
 
 

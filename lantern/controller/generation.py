@@ -30,7 +30,12 @@ from lantern.errors import LanternError
 from lantern.generation.core import Decoder, make_policies, run_policies
 from lantern.generation.settings import GenerationConfig
 from lantern.models.attention import KVCache
-from lantern.models.lantern_model import LANTERNModel, RecursiveTransformer, StepContext
+from lantern.models.lantern_model import (
+    LANTERNModel,
+    RecursiveTransformer,
+    StepContext,
+    positions_after,
+)
 from lantern.models.positions import sinusoids
 from lantern.tokenizers import Tokenizer
 
@@ -100,15 +105,18 @@ class TransformerView:
             h = h + sinusoids(position_ids, self.config.hidden_size).to(h.dtype)
         return h
 
+    def cover_positions(self, end: int) -> None:
+        if self.transformer.rotary is not None:  # sinusoids are computed for any position
+            self.transformer.rotary.cover(end)
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(h)
 
     def hidden(self, idx: torch.Tensor, steps_per_block: int | None = None,
                cache: KVCache | None = None,
                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        position_ids = torch.arange(idx.shape[1], device=idx.device)[None]
-        if cache is not None:
-            position_ids = cache.lengths[:, None] + position_ids
+        position_ids, end = positions_after(cache, idx.shape[1], idx.device)
+        self.cover_positions(end)
         return self.transformer(self.embed(idx, position_ids, inputs_embeds), steps_per_block,
                                 cache, position_ids)
 

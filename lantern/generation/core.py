@@ -23,7 +23,6 @@ import torch
 
 from lantern.errors import LanternError
 from lantern.generation.logits_process import apply_rules
-from lantern.generation.sampling import SamplingConfig
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.streaming import TextStream
 from lantern.models.attention import KVCache
@@ -171,6 +170,7 @@ class Decoder:
         tokens = tokens.reshape(-1, 1).to(self.device)
         self._slide()
         positions = self.cache.lengths[:, None].clone()
+        self.model.cover_positions(int(positions.max()) + 1)
         h = self.model.embed(tokens, positions)
         transformer = self.model.transformer
         ctx = transformer.prepare(1, self.cache, positions, self.device, self.steps)
@@ -222,8 +222,8 @@ class RowPolicy:
         top_logprobs: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.sampling: SamplingConfig = config.sampling()
-        self.rules = self.sampling.rules()
+        self.greedy = config.greedy
+        self.rules = config.rules()
         self.max_new_tokens = config.max_new_tokens
         self.stop_ids = set(stop_ids)
         self.top_logprobs = top_logprobs
@@ -245,7 +245,7 @@ class RowPolicy:
         logits = logits.float()[None]
         self._logprobs = logits.log_softmax(dim=-1)[0]
         filtered = apply_rules(self.rules, logits, self.counts)
-        if self.sampling.greedy:
+        if self.greedy:
             return int(filtered.argmax(dim=-1))
         probs = filtered.softmax(dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))

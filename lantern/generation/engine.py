@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from lantern.errors import LanternError
 from lantern.generation.prompts import chat_stop_ids, encode_prompt, fit_context, trained_on_chat
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion, beam_completions, complete
@@ -89,7 +88,5 @@ class TorchEngine:
 
     def best_beams(self, prompt: str, prompt_ids: Sequence[int], config: GenerationConfig,
                    stop_ids: Collection[int], count: int) -> list[Completion]:
-        if self.sampler is not complete:
-            raise LanternError("--adaptive has no effect with --num_beams")
         return beam_completions(self.model, self.tokenizer, prompt, prompt_ids, config, stop_ids,
                                 count)

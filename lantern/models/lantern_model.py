@@ -27,6 +27,17 @@ from lantern.models.positions import AbsolutePositions, Rotary
 IGNORE_INDEX = -100
 
 
+def positions_after(
+    cache: KVCache | None, length: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Position ids (B|1, L) of `length` new tokens after each row's cached ones, and one past
+    the largest of them."""
+    position_ids = torch.arange(length, device=device)[None]
+    if cache is None or cache.batch_size == 0:
+        return position_ids, length
+    return cache.lengths[:, None] + position_ids, length + int(cache.lengths.max())
+
+
 @dataclass
 class StepContext:
     """What every block application of one forward call shares: positions, cache, its plan."""
@@ -71,9 +82,7 @@ class RecursiveTransformer(nn.Module):
     ) -> StepContext:
         """Positions, and the cache plan, for `length` new tokens after each row's cached ones."""
         if position_ids is None:
-            position_ids = torch.arange(length, device=device)[None]
-            if cache is not None:
-                position_ids = cache.lengths[:, None] + position_ids
+            position_ids = positions_after(cache, length, device)[0]
         rope = self.rotary(position_ids) if self.rotary is not None else None
         stride = steps
         write = None
@@ -222,6 +231,14 @@ class LANTERNModel(nn.Module):
             h = h + self.positions(position_ids)
         return self.embed_dropout(h)
 
+    def cover_positions(self, end: int) -> None:
+        """Make positions 0..end-1 computable (RoPE and sinusoidal tables grow past the
+        context; a learned table cannot, and a model that has one slides instead)."""
+        if self.positions is not None:
+            self.positions.cover(end)
+        if self.transformer.rotary is not None:
+            self.transformer.rotary.cover(end)
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits from normalized hidden states (the transformer's output)."""
         return self.lm_head(h)
@@ -234,9 +251,8 @@ class LANTERNModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Normalized final hidden states (B, L, C) of `idx`, continuing `cache` if given."""
-        position_ids = torch.arange(idx.shape[1], device=idx.device)[None]
-        if cache is not None:
-            position_ids = cache.lengths[:, None] + position_ids
+        position_ids, end = positions_after(cache, idx.shape[1], idx.device)
+        self.cover_positions(end)
         h = self.embed(idx, position_ids, inputs_embeds)
         return self.transformer(h, steps_per_block=steps_per_block, cache=cache,
                                 position_ids=position_ids)

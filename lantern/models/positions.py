@@ -39,15 +39,19 @@ class AbsolutePositions(nn.Module):
         else:
             self.register_buffer("table", sinusoidal_table(context_length, dim), persistent=False)
 
+    def cover(self, end: int) -> None:
+        """Make positions 0..end-1 available: a sinusoidal table grows (a learned one cannot)."""
+        rows, dim = self.table.shape
+        if self.kind == "sinusoidal" and end > rows:
+            self.table = sinusoidal_table(max(end, 2 * rows), dim).to(self.table)
+
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        if self.kind == "sinusoidal" and int(position_ids.max()) >= self.table.shape[0]:
-            return sinusoids(position_ids, self.table.shape[1]).to(self.table.dtype)
         return self.table[position_ids]
 
 
 class Rotary(nn.Module):
-    """RoPE angles, precomputed for the context; positions beyond it (a sliding-window model
-    generating on) are computed when asked. `forward` returns (cos, sin)."""
+    """RoPE angles, precomputed for the context; `cover` extends them for positions beyond it
+    (a sliding-window model generating on). `forward` returns (cos, sin)."""
 
     def __init__(self, head_dim: int, context_length: int, theta: float = 10000.0) -> None:
         super().__init__()
@@ -62,11 +66,15 @@ class Rotary(nn.Module):
         angles = torch.cat([angles, angles], dim=-1)
         return angles.cos(), angles.sin()
 
+    def cover(self, end: int) -> None:
+        """Make positions 0..end-1 available (the tables at least double when they grow)."""
+        rows = self.cos.shape[0]
+        if end > rows:
+            self.cos, self.sin = self.angles(torch.arange(max(end, 2 * rows),
+                                                          device=self.inv_freq.device))
+
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # (B, L) -> (B, 1, L, head_dim), broadcast over heads
-        if int(position_ids.max()) >= self.cos.shape[0]:
-            cos, sin = self.angles(position_ids)
-            return cos.unsqueeze(1), sin.unsqueeze(1)
         return self.cos[position_ids].unsqueeze(1), self.sin[position_ids].unsqueeze(1)
 
 
