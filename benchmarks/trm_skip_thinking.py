@@ -34,7 +34,7 @@ from lantern.trm.datagen import DatagenConfig, generate_pairs
 from lantern.trm.evaluate import EvalConfig, Evaluator, format_table, plot_report
 from lantern.trm.host import load_host
 from lantern.trm.host_training import HostTrainConfig, train_host
-from lantern.trm.problems import synthetic_problems, write_problems
+from lantern.trm.problems import read_problems, synthetic_problems, write_problems
 from lantern.trm.training import TRMTrainConfig, train_trm
 
 QUICK = dict(train_problems=2000, test_problems=60, host_steps=300, hidden_size=64, num_blocks=2,
@@ -52,10 +52,14 @@ def main() -> None:
     parser.add_argument("--num_blocks", type=int, default=2)
     parser.add_argument("--no_think_fraction", type=float, default=0.25,
                         help="train the no-thinking baseline too (implicit-CoT style)")
-    parser.add_argument("--pairs", type=int, default=8000, help="teacher-forced pairs for the TRM")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="teacher-forced pairs for the TRM [every distinct training problem]")
     parser.add_argument("--d_compressed", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--trm_d", type=int, default=64, help="the D' the TRM works in")
-    parser.add_argument("--trm_epochs", type=int, default=15)
+    parser.add_argument("--trm_epochs", type=int, default=20)
+    parser.add_argument("--trm_weight_decay", type=float, default=0.1)
+    parser.add_argument("--answer_loss_weight", type=float, default=1.0,
+                        help="answer cross-entropy through the host's slot, next to the state MSE")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats per mode")
     parser.add_argument("--max_new_tokens", type=int, default=128,
                         help="answer budget (full thinking on 2-digit multiplication is ~68 tokens)")
@@ -80,7 +84,7 @@ def main() -> None:
         timings[name] = time.time() - t0
         print(f"[{name}: {timings[name]:.0f}s]", flush=True)
 
-    train, test = work / "train.jsonl", work / "test.jsonl"
+    train, test, distinct = work / "train.jsonl", work / "test.jsonl", work / "train_distinct.jsonl"
     host = Path(args.host) if args.host else work / "host"
     comp = work / f"comp{args.trm_d}" / "stage1b_best"
     if args.eval_only:  # the figures of the stages from the run that made them
@@ -89,7 +93,10 @@ def main() -> None:
         pairs_count, timings = earlier["pairs"], earlier["stage_seconds"]
     else:
         t0 = time.time()
-        write_problems(train, synthetic_problems(args.task, args.digits, args.train_problems))
+        problems = synthetic_problems(args.task, args.digits, args.train_problems)
+        write_problems(train, problems)
+        # the TRM learns from every distinct training problem once (a repeat teaches nothing new)
+        write_problems(distinct, list({p.question: p for p in problems}.values())[:args.pairs])
         write_problems(test, synthetic_problems(args.task, args.digits, args.test_problems, split="test"))
         if not args.host:
             train_host(HostTrainConfig(problems=str(train), output_dir=str(host), config="gpt-128",
@@ -114,8 +121,9 @@ def main() -> None:
         stage("compressors", t0)
 
         t0 = time.time()
-        pairs, _ = generate_pairs(DatagenConfig(host=str(host), dataset=str(train),
-                                                output_dir=str(work / "pairs"), num_samples=args.pairs,
+        pairs, _ = generate_pairs(DatagenConfig(host=str(host), dataset=str(distinct),
+                                                output_dir=str(work / "pairs"),
+                                                num_samples=len(read_problems(distinct)),
                                                 checkpoint_every=2000, batch_size=64, overwrite=True))
         stage("datagen", t0)
 
@@ -125,6 +133,8 @@ def main() -> None:
                                        batch_size=64, num_epochs=args.trm_epochs, learning_rate=1e-3,
                                        warmup_steps=50, n_latent_steps=3, n_deep_recursions=2,
                                        n_supervision_steps=4, bce_halt_loss=True, ema_decay=0.99,
+                                       weight_decay=args.trm_weight_decay,
+                                       answer_loss_weight=args.answer_loss_weight,
                                        device="cpu", dtype="float32", overwrite=True))
         stage("trm", t0)
 

@@ -12,13 +12,13 @@ from lantern.errors import LanternError
 from lantern.training.config import ScheduleSection
 from lantern.training.optim import LRSchedule
 from lantern.trm.compressor import CompressorConfig, load_compressor, train_compressor
-from lantern.trm.datagen import DatagenConfig, generate_pairs
+from lantern.trm.datagen import DatagenConfig, Pairs, generate_pairs, load_pairs
 from lantern.trm.evaluate import EvalConfig, Evaluator, bootstrap_ci, evaluate, per_char_accuracy
 from lantern.trm.host import load_host
 from lantern.trm.host_training import HostTrainConfig, train_host
 from lantern.trm.model import SequenceTRM, TRMConfig, halting_loss
 from lantern.trm.problems import read_problems, synthetic_problems, write_problems
-from lantern.trm.training import TRMTrainConfig, load_trm, train_trm
+from lantern.trm.training import TRMTrainConfig, load_trm, prepare, train_trm
 
 
 def make_host(root, name, seed):
@@ -245,3 +245,22 @@ def test_hugging_face_host(tmp_path, run):
                   quiet=True)
     with pytest.raises(LanternError, match="already holds best.pt, final.pt"):
         train_trm(trm_config(run, tmp_path / "t", data=str(tmp_path / "pairs")), quiet=True)
+
+
+def test_validation_split_keeps_each_question_on_one_side(run):
+    """A problem drawn twice must not be trained on and validated on (it made the held-out
+    cosine a partly-training figure)."""
+    pairs = load_pairs(run / "pairs")
+    twice = Pairs(pairs.hidden_pre * 2, torch.cat([pairs.hidden_post] * 2), pairs.num_thinking_tokens * 2,
+                  pairs.problems * 2, pairs.answers * 2, pairs.meta)
+    comp, _ = load_compressor(run / "comp" / "stage1b_best")
+    data = prepare(twice, comp, 0.2, seed=0)
+    train_q = {twice.problems[i] for i in data.train}
+    val_q = {twice.problems[i] for i in data.val}
+    assert val_q and not train_q & val_q
+    assert sorted(data.train + data.val) == list(range(len(twice)))
+    assert len(val_q) == int(len(set(pairs.problems)) * 0.2)
+    one = Pairs(pairs.hidden_pre[:1] * 3, pairs.hidden_post[:1].repeat(3, 1), [1] * 3, pairs.problems[:1] * 3,
+                pairs.answers[:1] * 3, pairs.meta)
+    with pytest.raises(LanternError, match="single distinct problem"):
+        prepare(one, comp, 0.2, seed=0)

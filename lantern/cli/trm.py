@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from lantern.config import PRESET_DESCRIPTIONS
 from lantern.errors import LanternError
@@ -212,32 +213,40 @@ def run_compressor(args: argparse.Namespace) -> int:
 
 
 def run_datagen(args: argparse.Namespace) -> int:
-    from lantern.training.distributed import end_worker, launched_by_torchrun
     from lantern.trm.datagen import DatagenConfig, generate_pairs
 
-    if not launched_by_torchrun():
-        generate_pairs(DatagenConfig(**_given(args, DatagenConfig)))
-        return 0
-    # One torchrun worker: the error prints once (rank 0); every exit is immediate.
-    rank = int(os.environ["RANK"])
-    try:
-        generate_pairs(DatagenConfig(**_given(args, DatagenConfig)))
-        code = 0
-    except LanternError as exc:
-        if rank == 0:
-            print(f"lantern: error: {exc}", file=sys.stderr)
-        code = 1
-    end_worker(code)
-    return code
+    return _on_every_rank(lambda: generate_pairs(DatagenConfig(**_given(args, DatagenConfig))))
 
 
 def run_train(args: argparse.Namespace) -> int:
     from lantern.trm.training import TRMTrainConfig, train_trm
 
-    summary = train_trm(TRMTrainConfig(**_given(args, TRMTrainConfig)))
-    print(json.dumps({k: summary[k] for k in ("best_val_cosine", "mean_predictor_val_cosine",
-                                              "optimizer_steps", "planned_optimizer_steps")}))
-    return 0
+    def train() -> None:
+        summary = train_trm(TRMTrainConfig(**_given(args, TRMTrainConfig)))
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(json.dumps({k: summary[k] for k in ("best_val_cosine", "mean_predictor_val_cosine",
+                                                      "optimizer_steps", "planned_optimizer_steps")}))
+
+    return _on_every_rank(train)
+
+
+def _on_every_rank(work: Callable[[], object]) -> int:
+    """Run `work` in this process, or as one torchrun worker: then an error prints once (rank 0)
+    and every exit is immediate, so a failing rank brings the job down."""
+    from lantern.training.distributed import end_worker, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        work()
+        return 0
+    try:
+        work()
+        code = 0
+    except LanternError as exc:
+        if int(os.environ["RANK"]) == 0:
+            print(f"lantern: error: {exc}", file=sys.stderr)
+        code = 1
+    end_worker(code)
+    return code
 
 
 def run_eval(args: argparse.Namespace) -> int:

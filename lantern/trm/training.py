@@ -6,7 +6,9 @@ Differences from the guide, each on purpose:
 - a validation split; its cosine is reported next to the cosine of predicting the training mean;
 - the EMA weights are what validation, `best.pt` and every loader use;
 - besides the state MSE, an optional answer loss: the predicted state goes through the frozen
-  host's latent slot and the answer tokens' cross-entropy flows back into the TRM.
+  host's latent slot and the answer tokens' cross-entropy flows back into the TRM;
+- under torchrun each process takes its share of every batch and DDP averages the gradients;
+  the processes agree on halting (a batch stops only when every row on every rank has halted).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from lantern.checkpoint import load_checkpoint, save_checkpoint
 from lantern.errors import LanternError
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
+from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import LRSchedule, make_optimizer
@@ -35,7 +39,7 @@ from lantern.trm.compressor import DimensionCompressor, check_compressor_fits, l
 from lantern.trm.datagen import Pairs, load_pairs
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
-from lantern.trm.model import SequenceTRM, TRMConfig, halting_loss, halting_point
+from lantern.trm.model import Carry, SequenceTRM, TRMConfig, halting_loss, halting_point
 from lantern.trm.outputs import refuse_to_replace
 from lantern.trm.problems import Problem
 
@@ -113,10 +117,15 @@ def prepare(pairs: Pairs, comp: DimensionCompressor, val_fraction: float, seed: 
     with torch.no_grad():
         x = [comp.compress(h.float()) for h in pairs.hidden_pre]
         target = comp.compress(pairs.hidden_post.float())
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(len(order) * val_fraction))
-    return PreparedData(x, target, pairs.hidden_post.float(), order[n_val:], order[:n_val])
+    questions = sorted(set(pairs.problems))  # split by question: a repeated problem stays on one side
+    if len(questions) < 2:
+        raise LanternError("the pairs hold a single distinct problem; at least 2 are needed (some "
+                           "are held out for validation)")
+    random.Random(seed).shuffle(questions)
+    held_out = set(questions[:max(1, int(len(questions) * val_fraction))])
+    val = [i for i, q in enumerate(pairs.problems) if q in held_out]
+    train = [i for i, q in enumerate(pairs.problems) if q not in held_out]
+    return PreparedData(x, target, pairs.hidden_post.float(), train, val)
 
 
 def batch_inputs(x: list[torch.Tensor], rows: list[int], device: torch.device
@@ -151,6 +160,18 @@ class AnswerLoss:
                                ignore_index=IGNORE_INDEX)
 
 
+class SupervisionStep(nn.Module):
+    """One supervision step (a deep recursion) as a module call, so that DDP sees a forward for
+    every backward it must average."""
+
+    def __init__(self, trm: SequenceTRM) -> None:
+        super().__init__()
+        self.trm = trm
+
+    def forward(self, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        return self.trm.deep_recursion(carry)
+
+
 def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
     if pairs.meta.get("host_fingerprint") != host.fingerprint:
         raise LanternError("the pairs were made by another host than --host (fingerprint "
@@ -183,9 +204,21 @@ def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, 
 
 def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
     """Train; writes `best.pt` and `final.pt` (EMA weights as the model) and a log."""
-    refuse_to_replace(Path(cfg.output_dir), ["best.pt", "final.pt"], cfg.overwrite)
-    precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
-    device = precision.device
+    dist, device = Distributed.start(False, cfg.device)
+    quiet = quiet or not dist.is_main
+    refusal = None
+    if dist.is_main:
+        try:
+            refuse_to_replace(Path(cfg.output_dir), ["best.pt", "final.pt"], cfg.overwrite)
+        except LanternError as exc:
+            refusal = str(exc)
+    refusal = dist.gather(refusal)[0]  # every rank stops on rank 0's refusal
+    if refusal:
+        raise LanternError(refusal)
+    if dist.active and cfg.batch_size % dist.world_size:
+        raise LanternError(f"--batch_size {cfg.batch_size} must be a multiple of the {dist.world_size} "
+                           "processes (each takes an equal share of every batch)")
+    precision = Precision(PrecisionSection(cfg.device, cfg.dtype), device)
     pairs = load_pairs(cfg.data)
     comp, comp_info = load_compressor(cfg.compressor_checkpoint)
     check_compressor_fits(comp_info, pairs.hidden_size, pairs.meta.get("host_fingerprint"),
@@ -206,6 +239,7 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
     with torch.no_grad():  # start at the mean predictor; learn what differs from it
         model.output.bias.copy_(data.target[data.train].mean(dim=0))
     model = model.to(device)
+    step_module = dist.wrap(SupervisionStep(model), device, varying_graph=True)
     optimizer = make_optimizer(model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
     batches = math.ceil(len(data.train) / cfg.batch_size)
     planned = cfg.planned_optimizer_steps(batches)
@@ -214,10 +248,11 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
     mean_post = data.post[data.train].mean(dim=0)
     baseline = F.cosine_similarity(mean_post[None], data.post[data.val], dim=-1).mean().item()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log = TrainingLog(out)
-    if log.path.exists():
-        log.path.unlink()
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        log = TrainingLog(out)
+        if log.path.exists():
+            log.path.unlink()
     say = (lambda *a: None) if quiet else tqdm.write
     params = sum(p.numel() for p in model.parameters())
     say(f"SequenceTRM: {params:,} parameters; {len(data.train)} training / {len(data.val)} "
@@ -239,14 +274,16 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
         sums = {"state_loss": 0.0, "answer_loss": 0.0, "halt_loss": 0.0, "cosine": 0.0}
         count = 0
         for start in range(0, len(order), cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
+            rows = order[start:start + cfg.batch_size][dist.rank::dist.world_size]
+            if not rows:  # a last batch smaller than the number of processes
+                continue
             x, padding = batch_inputs(data.x, rows, device)
             target = data.target[rows].to(device)
             carry = model.start(x, padding)
             pending = []
             for _ in range(cfg.n_supervision_steps):
                 with precision.autocast():
-                    carry, pred, halt = model.deep_recursion(carry)
+                    carry, pred, halt = step_module(carry)
                     state_loss = F.mse_loss(pred.float(), target)
                     loss = state_loss
                     if answer_loss is not None:
@@ -270,9 +307,10 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
                         ema.update()
                 else:
                     pending.append(loss)
-                halt_at = halting_point(cfg.bce_halt_loss, threshold)
-                if cfg.use_halting and bool((torch.sigmoid(halt) > halt_at).all()):
-                    break
+                if cfg.use_halting:  # stop when every row of every rank has halted
+                    running = torch.sigmoid(halt) <= halting_point(cfg.bce_halt_loss, threshold)
+                    if dist.sum([float(running.sum())], device)[0] == 0:
+                        break
             if pending:
                 schedule.apply(optimizer, step)
                 precision.backward(torch.stack(pending).mean())
@@ -280,9 +318,13 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
                 step += 1
                 if ema is not None:
                     ema.update()
+        totals = dist.sum([*sums.values(), float(count)], device)  # every rank: the same threshold
+        sums, count = dict(zip(sums, totals[:-1], strict=True)), totals[-1]
         train_cosine = sums["cosine"] / count
         if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
             threshold = max(threshold, 0.95 * train_cosine)
+        if not dist.is_main:  # rank 0 validates, logs and saves
+            continue
         model.eval()
         with ema.applied() if ema is not None else contextlib.nullcontext():
             halt_at = halting_point(cfg.bce_halt_loss, threshold) if cfg.use_halting else None
@@ -300,8 +342,10 @@ def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
             f"(mean predictor {baseline:.4f})  steps {val['val_steps']:.1f}")
     summary = {**record, "optimizer_steps": step, "planned_optimizer_steps": planned,
                "best_val_cosine": best, "parameters": params}
-    _save(out / "final.pt", model, ema, {**meta, "metrics": summary, "halt_threshold": threshold,
-                                                "halt_at": halt_at})
+    if dist.is_main:
+        _save(out / "final.pt", model, ema, {**meta, "metrics": summary, "halt_threshold": threshold,
+                                                    "halt_at": halt_at})
+    dist.barrier()
     return summary
 
 
