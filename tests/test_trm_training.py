@@ -127,8 +127,13 @@ def test_schedule_counts_optimizer_steps_and_loader_uses_ema(run, tmp_path):
 
 def test_per_batch_updates_plan_one_step_per_batch(run, tmp_path):
     summary = train_trm(trm_config(run, tmp_path, per_step_updates=False, use_halting=False,
-                                   use_ema=False, num_epochs=1), quiet=True)
+                                   use_ema=False, num_epochs=1, d_hidden=12), quiet=True)
     assert summary["optimizer_steps"] == summary["planned_optimizer_steps"] == 4
+    model, data = load_trm(tmp_path)  # a network wider than D' = 8, projected in and out
+    assert (model.cfg.d_model, model.cfg.width) == (8, 12) and model.input_proj.weight.shape == (12, 8)
+    x = torch.randn(3, 5, 8)
+    pred, _ = model.predict(x, torch.zeros(3, 5, dtype=torch.bool), halt_at=None)
+    assert torch.allclose(pred, model(x, torch.zeros(3, 5, dtype=torch.bool)), atol=1e-6)
 
 
 @pytest.mark.parametrize("bce", [False, True])

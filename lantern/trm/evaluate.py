@@ -97,7 +97,7 @@ class Evaluator:
             if self.trm_data.get("host_fingerprint") != host.fingerprint:
                 raise LanternError("the TRM was trained on pairs of another host than --host")
             if self.trm.cfg.d_model != self.comp.d_compressed:
-                raise LanternError(f"the TRM works in {self.trm.cfg.d_model} dimensions, the "
+                raise LanternError(f"the TRM reads and predicts {self.trm.cfg.d_model} dimensions, the "
                                    f"compressor in {self.comp.d_compressed}")
             self.comp.to(cfg.device)
         self._predicted: tuple[torch.Tensor, float] | None = None

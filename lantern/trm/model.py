@@ -25,22 +25,28 @@ from lantern.errors import LanternError
 
 @dataclass
 class TRMConfig:
-    d_model: int = 256
+    d_model: int = 256  # the compressed state size D' the TRM reads and predicts
     n_layers: int = 2
     n_heads: int = 4
     n_latent_steps: int = 6
     n_deep_recursions: int = 3
     n_supervision_steps: int = 8
     dropout: float = 0.0
+    d_hidden: int | None = None  # the width the network works in (None: d_model, no projections)
+
+    @property
+    def width(self) -> int:
+        return self.d_hidden or self.d_model
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "n_latent_steps", "n_deep_recursions",
                      "n_supervision_steps"):
             if getattr(self, name) <= 0:
                 raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
-        if self.d_model % self.n_heads:
-            raise LanternError(f"d_compressed {self.d_model} is not divisible by --n_heads "
-                               f"{self.n_heads}")
+        if self.d_hidden is not None and self.d_hidden <= 0:
+            raise LanternError(f"--d_hidden must be positive (got {self.d_hidden})")
+        if self.width % self.n_heads:
+            raise LanternError(f"the TRM width {self.width} is not divisible by --n_heads {self.n_heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,30 +64,32 @@ class SequenceTRM(nn.Module):
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        d = cfg.d_model
-        layer = nn.TransformerEncoderLayer(d, cfg.n_heads, dim_feedforward=4 * d, dropout=cfg.dropout,
+        d, width = cfg.d_model, cfg.width
+        layer = nn.TransformerEncoderLayer(width, cfg.n_heads, dim_feedforward=4 * width, dropout=cfg.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.net = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.RMSNorm(d),
+        self.net = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.RMSNorm(width),
                                          enable_nested_tensor=False)
         self.input_norm = nn.RMSNorm(d)
-        self.reasoning_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.y_init = nn.Parameter(torch.zeros(d))
-        self.z_init = nn.Parameter(torch.zeros(d))
-        self.output = nn.Linear(d, d)
+        self.input_proj = nn.Linear(d, width) if width != d else nn.Identity()
+        self.reasoning_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.y_init = nn.Parameter(torch.zeros(width))
+        self.z_init = nn.Parameter(torch.zeros(width))
+        self.output = nn.Linear(width, d)
         nn.init.zeros_(self.output.weight)  # starts at its bias (the caller may set the mean)
-        self.halt_head = nn.Linear(d, 1)
+        self.halt_head = nn.Linear(width, 1)
 
     def start(self, x: torch.Tensor, padding: torch.Tensor) -> Carry:
         """x (B, L, D') and its padding mask (B, L) -> the initial carry."""
-        batch, length, d = x.shape
+        batch, length, _ = x.shape
         padding = torch.cat([padding, padding.new_zeros(batch, 1)], dim=1)
-        y = self.y_init.expand(batch, length + 1, d).contiguous()
-        z = self.z_init.expand(batch, length + 1, d).contiguous()
+        y = self.y_init.expand(batch, length + 1, self.cfg.width).contiguous()
+        z = self.z_init.expand(batch, length + 1, self.cfg.width).contiguous()
         return Carry(x, y, z, padding)
 
     def embed_input(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized input with the reasoning token appended (built anew in every graph)."""
-        return torch.cat([self.input_norm(x), self.reasoning_token.expand(x.shape[0], 1, -1)], dim=1)
+        x = self.input_proj(self.input_norm(x))
+        return torch.cat([x, self.reasoning_token.expand(x.shape[0], 1, -1)], dim=1)
 
     def latent_recursion(self, x: torch.Tensor, c: Carry) -> Carry:
         z = c.z

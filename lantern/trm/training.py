@@ -59,6 +59,7 @@ class TRMTrainConfig:
     grad_clip: float = 1.0
     n_layers: int = 2
     n_heads: int = 4
+    d_hidden: int | None = None
     n_latent_steps: int = 6
     n_deep_recursions: int = 3
     n_supervision_steps: int = 8
@@ -204,160 +205,182 @@ def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, 
 
 def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
     """Train; writes `best.pt` and `final.pt` (EMA weights as the model) and a log."""
-    dist, device = Distributed.start(False, cfg.device)
-    quiet = quiet or not dist.is_main
-    refusal = None
-    if dist.is_main:
-        try:
-            refuse_to_replace(Path(cfg.output_dir), ["best.pt", "final.pt"], cfg.overwrite)
-        except LanternError as exc:
-            refusal = str(exc)
-    refusal = dist.gather(refusal)[0]  # every rank stops on rank 0's refusal
-    if refusal:
-        raise LanternError(refusal)
-    if dist.active and cfg.batch_size % dist.world_size:
-        raise LanternError(f"--batch_size {cfg.batch_size} must be a multiple of the {dist.world_size} "
-                           "processes (each takes an equal share of every batch)")
-    precision = Precision(PrecisionSection(cfg.device, cfg.dtype), device)
-    pairs = load_pairs(cfg.data)
-    comp, comp_info = load_compressor(cfg.compressor_checkpoint)
-    check_compressor_fits(comp_info, pairs.hidden_size, pairs.meta.get("host_fingerprint"),
-                          pairs.meta.get("layer"), "the pairs")
-    data = prepare(pairs, comp, cfg.val_fraction, cfg.seed)
-    answer_loss = None
-    if cfg.host:
-        host = load_host(cfg.host, device)
-        if not isinstance(host, LanternHost):
-            raise LanternError("--host for the answer loss must be a LANTERN host with a latent slot")
-        check_host_matches(host, pairs)
-        answer_loss = AnswerLoss(host, pairs) if cfg.answer_loss_weight > 0 else None
-    comp = comp.to(device).requires_grad_(False)
-    torch.manual_seed(cfg.seed)
-    trm_cfg = TRMConfig(comp.d_compressed, cfg.n_layers, cfg.n_heads, cfg.n_latent_steps,
-                        cfg.n_deep_recursions, cfg.n_supervision_steps)
-    model = SequenceTRM(trm_cfg)
-    with torch.no_grad():  # start at the mean predictor; learn what differs from it
-        model.output.bias.copy_(data.target[data.train].mean(dim=0))
-    model = model.to(device)
-    step_module = dist.wrap(SupervisionStep(model), device, varying_graph=True)
-    optimizer = make_optimizer(model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
-    batches = math.ceil(len(data.train) / cfg.batch_size)
-    planned = cfg.planned_optimizer_steps(batches)
-    schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate, planned)
-    ema = EMA(model, cfg.ema_decay) if cfg.use_ema else None
-    mean_post = data.post[data.train].mean(dim=0)
-    baseline = F.cosine_similarity(mean_post[None], data.post[data.val], dim=-1).mean().item()
-    out = Path(cfg.output_dir)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        log = TrainingLog(out)
-        if log.path.exists():
-            log.path.unlink()
-    say = (lambda *a: None) if quiet else tqdm.write
-    params = sum(p.numel() for p in model.parameters())
-    say(f"SequenceTRM: {params:,} parameters; {len(data.train)} training / {len(data.val)} "
-        f"validation pairs; {planned} optimizer steps planned; mean-predictor validation cosine "
-        f"{baseline:.4f}")
-    threshold = cfg.halt_threshold
-    eval_steps = cfg.eval_supervision_steps or cfg.n_supervision_steps
-    rng = random.Random(cfg.seed)
-    step, best, record = 0, -2.0, {}
-    meta = {"trm_config": trm_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
-            "mean_post": mean_post, "compressor": comp_info,
-            "host_fingerprint": pairs.meta.get("host_fingerprint"), "layer": pairs.meta.get("layer"),
-            "hidden_size": pairs.hidden_size, "planned_optimizer_steps": planned}
-    started = time.time()
-    for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=quiet or None):
-        model.train()
-        order = list(data.train)
-        rng.shuffle(order)
-        sums = {"state_loss": 0.0, "answer_loss": 0.0, "halt_loss": 0.0, "cosine": 0.0}
-        count = 0
-        for start in range(0, len(order), cfg.batch_size):
-            rows = order[start:start + cfg.batch_size][dist.rank::dist.world_size]
-            if not rows:  # a last batch smaller than the number of processes
+    return TRMTrainer(cfg, quiet).fit()
+
+
+class TRMTrainer:
+    """Phase 2 from the trainer's parts: optimizer, schedule, precision, EMA, distributed."""
+
+    def __init__(self, cfg: TRMTrainConfig, quiet: bool = False) -> None:
+        self.cfg = cfg
+        self.dist, device = Distributed.start(False, cfg.device)
+        self.say = (lambda *a: None) if quiet or not self.dist.is_main else tqdm.write
+        self.quiet = quiet or not self.dist.is_main
+        self._refuse_bad_setup()
+        self.device = device
+        self.precision = Precision(PrecisionSection(cfg.device, cfg.dtype), device)
+        pairs = load_pairs(cfg.data)
+        comp, comp_info = load_compressor(cfg.compressor_checkpoint)
+        check_compressor_fits(comp_info, pairs.hidden_size, pairs.meta.get("host_fingerprint"),
+                              pairs.meta.get("layer"), "the pairs")
+        self.data = prepare(pairs, comp, cfg.val_fraction, cfg.seed)
+        self.answer_loss = None
+        if cfg.host:
+            host = load_host(cfg.host, device)
+            if not isinstance(host, LanternHost):
+                raise LanternError("--host for the answer loss must be a LANTERN host with a latent slot")
+            check_host_matches(host, pairs)
+            self.answer_loss = AnswerLoss(host, pairs) if cfg.answer_loss_weight > 0 else None
+        self.comp = comp.to(device).requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        trm_cfg = TRMConfig(comp.d_compressed, cfg.n_layers, cfg.n_heads, cfg.n_latent_steps,
+                            cfg.n_deep_recursions, cfg.n_supervision_steps, d_hidden=cfg.d_hidden)
+        model = SequenceTRM(trm_cfg)
+        with torch.no_grad():  # start at the mean predictor; learn what differs from it
+            model.output.bias.copy_(self.data.target[self.data.train].mean(dim=0))
+        self.model = model.to(device)
+        self.step_module = self.dist.wrap(SupervisionStep(self.model), device, varying_graph=True)
+        self.optimizer = make_optimizer(self.model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+        self.planned = cfg.planned_optimizer_steps(math.ceil(len(self.data.train) / cfg.batch_size))
+        self.schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
+                                   self.planned)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.use_ema else None
+        mean_post = self.data.post[self.data.train].mean(dim=0)
+        self.baseline = F.cosine_similarity(mean_post[None], self.data.post[self.data.val],
+                                            dim=-1).mean().item()
+        self.threshold = cfg.halt_threshold
+        self.step = 0
+        self.meta = {"trm_config": trm_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
+                     "mean_post": mean_post, "compressor": comp_info,
+                     "host_fingerprint": pairs.meta.get("host_fingerprint"),
+                     "layer": pairs.meta.get("layer"), "hidden_size": pairs.hidden_size,
+                     "planned_optimizer_steps": self.planned}
+
+    def _refuse_bad_setup(self) -> None:
+        refusal = None
+        if self.dist.is_main:
+            try:
+                refuse_to_replace(Path(self.cfg.output_dir), ["best.pt", "final.pt"], self.cfg.overwrite)
+            except LanternError as exc:
+                refusal = str(exc)
+        refusal = self.dist.gather(refusal)[0]  # every rank stops on rank 0's refusal
+        if refusal:
+            raise LanternError(refusal)
+        if self.dist.active and self.cfg.batch_size % self.dist.world_size:
+            raise LanternError(f"--batch_size {self.cfg.batch_size} must be a multiple of the "
+                               f"{self.dist.world_size} processes (each takes an equal share of every batch)")
+
+    @property
+    def halt_at(self) -> float | None:
+        return halting_point(self.cfg.bce_halt_loss, self.threshold) if self.cfg.use_halting else None
+
+    def fit(self) -> dict:
+        cfg, model = self.cfg, self.model
+        out = Path(cfg.output_dir)
+        log = None
+        if self.dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            log = TrainingLog(out)
+            if log.path.exists():
+                log.path.unlink()
+        params = sum(p.numel() for p in model.parameters())
+        self.say(f"SequenceTRM: {params:,} parameters; {len(self.data.train)} training / "
+                 f"{len(self.data.val)} validation pairs; {self.planned} optimizer steps planned; "
+                 f"mean-predictor validation cosine {self.baseline:.4f}")
+        rng = random.Random(cfg.seed)
+        best, record = -2.0, {}
+        started = time.time()
+        for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=self.quiet or None):
+            model.train()
+            order = list(self.data.train)
+            rng.shuffle(order)
+            sums = {"state_loss": 0.0, "answer_loss": 0.0, "halt_loss": 0.0, "cosine": 0.0, "count": 0.0}
+            for start in range(0, len(order), cfg.batch_size):
+                rows = order[start:start + cfg.batch_size][self.dist.rank::self.dist.world_size]
+                if rows:  # a last batch smaller than the number of processes leaves some out
+                    self.train_batch(rows, sums)
+            totals = self.dist.sum(list(sums.values()), self.device)  # every rank: the same threshold
+            means = {k: v / totals[-1] for k, v in zip(list(sums)[:-1], totals[:-1], strict=True)}
+            if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
+                self.threshold = max(self.threshold, 0.95 * means["cosine"])
+            if log is None:  # rank 0 validates, logs and saves
                 continue
-            x, padding = batch_inputs(data.x, rows, device)
-            target = data.target[rows].to(device)
-            carry = model.start(x, padding)
-            pending = []
-            for _ in range(cfg.n_supervision_steps):
-                with precision.autocast():
-                    carry, pred, halt = step_module(carry)
-                    state_loss = F.mse_loss(pred.float(), target)
-                    loss = state_loss
-                    if answer_loss is not None:
-                        a_loss = answer_loss(comp.decompress(pred.float()), rows)
-                        loss = loss + cfg.answer_loss_weight * a_loss
-                        sums["answer_loss"] += a_loss.item()
-                    if cfg.use_halting:
-                        h_loss = halting_loss(halt, pred, target, cfg.bce_halt_loss, threshold)
-                        loss = loss + cfg.halt_loss_weight * h_loss
-                        sums["halt_loss"] += h_loss.item()
-                sums["state_loss"] += state_loss.item()
-                sums["cosine"] += F.cosine_similarity(pred.float(), target, dim=-1).mean().item()
-                count += 1
-                carry = dataclasses.replace(carry, y=carry.y.detach(), z=carry.z.detach())
-                if cfg.per_step_updates:
-                    schedule.apply(optimizer, step)
-                    precision.backward(loss)
-                    precision.step(optimizer, model.parameters(), cfg.grad_clip)
-                    step += 1
-                    if ema is not None:
-                        ema.update()
-                else:
-                    pending.append(loss)
-                if cfg.use_halting:  # stop when every row of every rank has halted
-                    running = torch.sigmoid(halt) <= halting_point(cfg.bce_halt_loss, threshold)
-                    if dist.sum([float(running.sum())], device)[0] == 0:
-                        break
-            if pending:
-                schedule.apply(optimizer, step)
-                precision.backward(torch.stack(pending).mean())
-                precision.step(optimizer, model.parameters(), cfg.grad_clip)
-                step += 1
-                if ema is not None:
-                    ema.update()
-        totals = dist.sum([*sums.values(), float(count)], device)  # every rank: the same threshold
-        sums, count = dict(zip(sums, totals[:-1], strict=True)), totals[-1]
-        train_cosine = sums["cosine"] / count
-        if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
-            threshold = max(threshold, 0.95 * train_cosine)
-        if not dist.is_main:  # rank 0 validates, logs and saves
-            continue
-        model.eval()
-        with ema.applied() if ema is not None else contextlib.nullcontext():
-            halt_at = halting_point(cfg.bce_halt_loss, threshold) if cfg.use_halting else None
-            val = validate(model, comp, data, data.val, cfg.batch_size, eval_steps, halt_at, device)
-            record = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                      **{k: v / count for k, v in sums.items()}, **val,
-                      "mean_predictor_val_cosine": baseline, "halt_threshold": threshold,
-                      "seconds": time.time() - started}
-            log.write(record)
-            if val["val_cosine"] > best:
-                best = val["val_cosine"]
-                _save(out / "best.pt", model, ema, {**meta, "metrics": record, "halt_threshold": threshold,
-                                                    "halt_at": halt_at})
-        say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine {val['val_cosine']:.4f} "
-            f"(mean predictor {baseline:.4f})  steps {val['val_steps']:.1f}")
-    summary = {**record, "optimizer_steps": step, "planned_optimizer_steps": planned,
-               "best_val_cosine": best, "parameters": params}
-    if dist.is_main:
-        _save(out / "final.pt", model, ema, {**meta, "metrics": summary, "halt_threshold": threshold,
-                                                    "halt_at": halt_at})
-    dist.barrier()
-    return summary
+            model.eval()
+            with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+                val = validate(model, self.comp, self.data, self.data.val, cfg.batch_size,
+                               cfg.eval_supervision_steps or cfg.n_supervision_steps, self.halt_at,
+                               self.device)
+                record = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+                          **means, **val, "mean_predictor_val_cosine": self.baseline,
+                          "halt_threshold": self.threshold, "seconds": time.time() - started}
+                log.write(record)
+                if val["val_cosine"] > best:
+                    best = val["val_cosine"]
+                    self.save(out / "best.pt", record)
+            self.say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine "
+                     f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f})  "
+                     f"steps {val['val_steps']:.1f}")
+        summary = {**record, "optimizer_steps": self.step, "planned_optimizer_steps": self.planned,
+                   "best_val_cosine": best, "parameters": params}
+        if self.dist.is_main:
+            self.save(out / "final.pt", summary)
+        self.dist.barrier()
+        return summary
 
+    def train_batch(self, rows: list[int], sums: dict[str, float]) -> None:
+        """Up to N supervision steps on these rows from a detached carry; every rank of a
+        batch stops at the same step (when all rows everywhere have halted)."""
+        cfg = self.cfg
+        x, padding = batch_inputs(self.data.x, rows, self.device)
+        target = self.data.target[rows].to(self.device)
+        carry = self.model.start(x, padding)
+        pending = []
+        for _ in range(cfg.n_supervision_steps):
+            with self.precision.autocast():
+                carry, pred, halt = self.step_module(carry)
+                state_loss = F.mse_loss(pred.float(), target)
+                loss = state_loss
+                if self.answer_loss is not None:
+                    a_loss = self.answer_loss(self.comp.decompress(pred.float()), rows)
+                    loss = loss + cfg.answer_loss_weight * a_loss
+                    sums["answer_loss"] += a_loss.item()
+                if cfg.use_halting:
+                    h_loss = halting_loss(halt, pred, target, cfg.bce_halt_loss, self.threshold)
+                    loss = loss + cfg.halt_loss_weight * h_loss
+                    sums["halt_loss"] += h_loss.item()
+            sums["state_loss"] += state_loss.item()
+            sums["cosine"] += F.cosine_similarity(pred.float(), target, dim=-1).mean().item()
+            sums["count"] += 1
+            carry = dataclasses.replace(carry, y=carry.y.detach(), z=carry.z.detach())
+            if cfg.per_step_updates:
+                self.optimizer_step(loss)
+            else:
+                pending.append(loss)
+            if cfg.use_halting:
+                running = torch.sigmoid(halt) <= self.halt_at
+                if self.dist.sum([float(running.sum())], self.device)[0] == 0:
+                    break
+        if pending:
+            self.optimizer_step(torch.stack(pending).mean())
 
-def _save(path: Path, model: SequenceTRM, ema: EMA | None, meta: dict) -> None:
-    """`model_state_dict` holds the EMA weights when there is an EMA (what loaders use);
-    `raw_state_dict` the last optimizer weights."""
-    raw = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    weights = dict(raw)
-    if ema is not None:
-        weights.update(ema.state_dict())
-    save_checkpoint(path, {"model_state_dict": weights, "raw_state_dict": raw,
-                           "ema": ema is not None, **meta})
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        self.schedule.apply(self.optimizer, self.step)
+        self.precision.backward(loss)
+        self.precision.step(self.optimizer, self.model.parameters(), self.cfg.grad_clip)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update()
+
+    def save(self, path: Path, metrics: dict) -> None:
+        """`model_state_dict` holds the EMA weights when there is an EMA (what loaders use);
+        `raw_state_dict` the last optimizer weights."""
+        raw = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        weights = dict(raw)
+        if self.ema is not None:
+            weights.update(self.ema.state_dict())
+        save_checkpoint(path, {"model_state_dict": weights, "raw_state_dict": raw,
+                               "ema": self.ema is not None, **self.meta, "metrics": metrics,
+                               "halt_threshold": self.threshold, "halt_at": self.halt_at})
 
 
 def load_trm(path: str | Path, device: str | torch.device = "cpu") -> tuple[SequenceTRM, dict]:
