@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--train_problems", type=int, default=20000)
     parser.add_argument("--test_problems", type=int, default=300)
-    parser.add_argument("--host_steps", type=int, default=8000)
+    parser.add_argument("--host_steps", type=int, default=13000)
     parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--num_blocks", type=int, default=2)
     parser.add_argument("--no_think_fraction", type=float, default=0.25,
@@ -102,8 +102,9 @@ def main() -> None:
             train_host(HostTrainConfig(problems=str(train), output_dir=str(host), config="gpt-128",
                                        hidden_size=args.hidden_size, num_blocks=args.num_blocks,
                                        num_heads=4, max_steps=args.host_steps, learning_rate=2e-3,
-                                       no_think_fraction=args.no_think_fraction, eval_interval=500,
-                                       eval_problems=100, overwrite=True, device="cpu"))
+                                       no_think_fraction=args.no_think_fraction, eval_interval=1000,
+                                       val_problems=str(test), eval_problems=100, overwrite=True,
+                                       device="cpu"))
         stage("host", t0)
         hidden = load_host(host).hidden_size
 

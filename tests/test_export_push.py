@@ -6,6 +6,8 @@ import huggingface_hub.constants as hub
 import pytest
 
 from lantern.cli.main import main
+from lantern.errors import LanternError
+from lantern.export.hub import files_to_upload
 
 
 @pytest.fixture
@@ -45,3 +47,19 @@ def test_push_checks_its_arguments_first(payload, capsys):
     assert "not found" in error_line(capsys)
     assert main(["push", str(payload / "trm.pt"), "--repo", "no-slash"]) == 1
     assert "--repo must look like user/name" in error_line(capsys)
+
+
+def test_what_each_kind_of_path_uploads(tmp_path):
+    """A compressor checkpoint is named by its stem (as `--compressor_checkpoint` takes it):
+    both of its files go, and nothing else from that folder."""
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    for name in ("stage1b_best.safetensors", "stage1b_best.json", "stage1b_final.safetensors",
+                 "stage1b_final.json"):
+        (comp / name).write_text("x")
+    assert files_to_upload(comp / "stage1b_best") == (comp, ["stage1b_best.safetensors", "stage1b_best.json"])
+    assert files_to_upload(comp / "stage1b_best.json") == (comp, ["stage1b_best.json"])
+    assert files_to_upload(comp) == (comp, None)
+    (comp / "stage1b_final.json").unlink()
+    with pytest.raises(LanternError, match="not found"):
+        files_to_upload(comp / "stage1b_final")  # half a checkpoint is not one

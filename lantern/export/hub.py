@@ -19,28 +19,38 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return (OSError,)
 
 
+def files_to_upload(path: str | Path) -> tuple[Path, list[str] | None]:
+    """(folder, the names in it to upload, None = all of it) for a directory, a file, or a
+    checkpoint stem whose `.safetensors` and `.json` belong together (a compressor checkpoint is
+    named the way `--compressor_checkpoint` takes it: `comp/stage1b_best`)."""
+    path = Path(path)
+    if path.is_dir():
+        return path, None
+    if path.is_file():
+        return path.parent, [path.name]
+    pair = [path.with_name(path.name + suffix) for suffix in (".safetensors", ".json")]
+    if all(f.is_file() for f in pair):
+        return path.parent, [f.name for f in pair]
+    raise LanternError(f"not found: {path}")
+
+
 def push(path: str | Path, repo: str, private: bool = False, message: str | None = None) -> str:
-    """Upload a file or directory (an export, a run, a compressor/TRM checkpoint) to `repo`;
-    returns the repository URL. Offline or logged out is one clear error."""
+    """Upload a file, a checkpoint stem or a directory (an export, a run, a compressor or TRM
+    checkpoint) to `repo` in one commit; returns the repository URL. Offline or logged out is
+    one clear error."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-    path = Path(path)
-    if not path.exists():
-        raise LanternError(f"not found: {path}")
+    folder, names = files_to_upload(path)
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise LanternError(f"--repo must look like user/name (got {repo!r})")
     api = HfApi()
-    message = message or f"Upload {path.name} with lantern push"
+    message = message or f"Upload {Path(path).name} with lantern push"
     try:
         api.whoami()
         url = api.create_repo(repo, private=private, exist_ok=True)
-        if path.is_dir():
-            api.upload_folder(folder_path=str(path), repo_id=repo, commit_message=message,
-                              ignore_patterns=[".*", "**/.*"])
-        else:
-            api.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo,
-                            commit_message=message)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message=message,
+                          allow_patterns=names, ignore_patterns=[".*", "**/.*"])
     except LocalTokenNotFoundError:
         raise LanternError("not logged in to the Hugging Face Hub; run `hf auth login` or set "
                            "HF_TOKEN") from None
