@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lantern.errors import LanternError
+from lantern.generation.streaming import TextStream
 from lantern.tokenizers import SPECIAL_TOKENS, CharTokenizer, TiktokenTokenizer
 from lantern.tokenizers.bpe import HFTokenizerAdapter
 
@@ -102,3 +103,45 @@ def test_lone_surrogates_are_a_clear_error(tokenizer, prefix, surrogate, suffix)
     with pytest.raises(LanternError, match=f"lone surrogate U\\+{surrogate:04X} at character "
                                            f"{len(prefix)}"):
         tokenizer.encode(prefix + chr(surrogate) + suffix)
+
+
+def _metaspace_tokenizer() -> HFTokenizerAdapter:
+    """SentencePiece-style: a word's leading space is a "▁" that the decoder drops at the start of
+    a text, so a token decoded alone differs from the same token after others."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=["<eos>"])
+    tok.train_from_iterator([TRAINING_TEXT], trainer)
+    return HFTokenizerAdapter(tok, "unigram")
+
+
+@PROPERTY
+@given(data=st.data())
+def test_streamed_text_is_the_full_decoding(tokenizer, data):
+    """Token by token (any ids, partial UTF-8 characters and special tokens included), the
+    stream's text is always what decoding every id at once gives, and what it releases joins up
+    to that text."""
+    _check_stream(tokenizer, data)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_streamed_text_keeps_the_decoders_context(data):
+    _check_stream(METASPACE, data)
+
+
+METASPACE = _metaspace_tokenizer()
+
+
+def _check_stream(tokenizer, data) -> None:
+    ids = data.draw(st.lists(st.integers(0, tokenizer.vocab_size - 1), max_size=40))
+    stream = TextStream(tokenizer)
+    released = ""
+    for n, token in enumerate(ids, 1):
+        released += stream.add(token)
+        assert stream.text == tokenizer.decode(ids[:n], skip_special_tokens=True)
+        assert stream.text.startswith(released)
+    assert released + stream.finish() == tokenizer.decode(ids, skip_special_tokens=True)
