@@ -18,7 +18,7 @@ from lantern.trm.host import load_host
 from lantern.trm.host_training import HostTrainConfig, train_host
 from lantern.trm.model import SequenceTRM, TRMConfig, halting_loss
 from lantern.trm.problems import read_problems, synthetic_problems, write_problems
-from lantern.trm.training import TRMTrainConfig, load_trm, prepare, train_trm
+from lantern.trm.training import AnswerLoss, TRMTrainConfig, load_trm, prepare, train_trm
 
 
 def make_host(root, name, seed):
@@ -269,3 +269,24 @@ def test_validation_split_keeps_each_question_on_one_side(run):
                 pairs.answers[:1] * 3, pairs.meta)
     with pytest.raises(LanternError, match="single distinct problem"):
         prepare(one, comp, 0.2, seed=0)
+
+
+def test_answer_exactness_is_what_greedy_decoding_writes(run):
+    """`val_answer_exact` scores answers without decoding; the decoding core is the reference:
+    a row counts exactly when greedy decoding from `</think>` writes its target tokens."""
+    host = load_host(run / "host")
+    host.slot.proj.weight.data.normal_(0, 0.5)  # make the slot matter
+    pairs = load_pairs(run / "pairs")
+    answers = AnswerLoss(host, pairs)
+    rows = list(range(6))
+    states = torch.randn(6, host.hidden_size, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for j, i in enumerate(rows):
+        seq, slot = answers.sequences[i]
+        prompt, length = seq[:slot + 2], len(seq) - slot - 2
+        greedy = host.complete([prompt], length, states[j:j + 1], [slot], stop_id=-1)[0]
+        if j % 2:  # odd rows: the target is what greedy writes, but for one token
+            greedy[j % length] = (greedy[j % length] + 1) % host.tokenizer.vocab_size
+        answers.sequences[i] = (prompt + greedy, slot)
+        expected.append(j % 2 == 0)
+    assert answers.exact(states, rows).tolist() == expected

@@ -150,15 +150,34 @@ class AnswerLoss:
         for q, a in zip(pairs.problems, pairs.answers, strict=True):
             self.sequences.append(host.slot_sequence(host.segments(Problem(q, "", a))))
 
-    def __call__(self, states: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    def logits(self, states: torch.Tensor, rows: list[int], skip: int = 1
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The host's logits with `states` in the slot, and the targets: the tokens from `skip`
+        after the slot on (1: `</think> answer <eos>`; 2: `answer <eos>`)."""
         seqs = [self.sequences[i] for i in rows]
-        ids, targets = thinking_targets([s for s, _ in seqs], [i + 1 for _, i in seqs],
+        ids, targets = thinking_targets([s for s, _ in seqs], [i + skip for _, i in seqs],
                                         self.host.tokenizer.pad_id)
         device = states.device
         index = torch.tensor([i for _, i in seqs], device=device)
         logits = self.host.model.lm_head(self.host.forward(ids.to(device), states, index))
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(),
-                               ignore_index=IGNORE_INDEX)
+        return logits, targets.to(device)
+
+    def __call__(self, states: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        logits, targets = self.logits(states, rows)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def exact(self, states: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """Per row: is every answer token (and the end) the host's argmax after `</think>`?
+        That is what greedy decoding from `</think>` writes, found without decoding."""
+        logits, targets = self.logits(states, rows, skip=2)
+        return ((logits.argmax(-1) == targets) | (targets == IGNORE_INDEX)).all(dim=1)
+
+
+def selection_score(val: dict) -> tuple[float, float]:
+    """What `best.pt` keeps: the held-out answer accuracy through the host when there is one
+    (the figure the pipeline exists for), then the held-out cosine."""
+    return val.get("val_answer_exact", -1.0), val["val_cosine"]
 
 
 class SupervisionStep(nn.Module):
@@ -185,22 +204,31 @@ def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
 
 @torch.no_grad()
 def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, rows: list[int],
-             batch_size: int, steps: int, halt_at: float | None, device: torch.device) -> dict:
-    preds, used = [], []
+             batch_size: int, steps: int, halt_at: float | None, device: torch.device,
+             answers: AnswerLoss | None = None) -> dict:
+    """Held-out state metrics; with a host, also the share of answers the host gets exactly
+    right with the prediction in its slot (`val_answer_exact`)."""
+    preds, used, exact = [], [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         x, padding = batch_inputs(data.x, chunk, device)
         pred, n = model.predict(x, padding, steps, halt_at)
-        preds.append(comp.decompress(pred).cpu())
+        states = comp.decompress(pred)
+        if answers is not None:
+            exact.append(answers.exact(states, chunk).cpu())
+        preds.append(states.cpu())
         used.append(n.cpu())
     pred = torch.cat(preds)
     target = data.post[rows]
     mean = data.post[data.train].mean(dim=0)
-    return {"val_cosine": F.cosine_similarity(pred, target, dim=-1).mean().item(),
-            "val_centered_cosine": F.cosine_similarity(pred - mean, target - mean, dim=-1).mean().item(),
-            "val_relative_error": ((pred - target).norm(dim=-1)
-                                   / target.norm(dim=-1).clamp_min(1e-8)).mean().item(),
-            "val_steps": torch.cat(used).float().mean().item()}
+    metrics = {"val_cosine": F.cosine_similarity(pred, target, dim=-1).mean().item(),
+               "val_centered_cosine": F.cosine_similarity(pred - mean, target - mean, dim=-1).mean().item(),
+               "val_relative_error": ((pred - target).norm(dim=-1)
+                                      / target.norm(dim=-1).clamp_min(1e-8)).mean().item(),
+               "val_steps": torch.cat(used).float().mean().item()}
+    if exact:
+        metrics["val_answer_exact"] = torch.cat(exact).float().mean().item()
+    return metrics
 
 
 def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
@@ -288,7 +316,7 @@ class TRMTrainer:
                  f"{len(self.data.val)} validation pairs; {self.planned} optimizer steps planned; "
                  f"mean-predictor validation cosine {self.baseline:.4f}")
         rng = random.Random(cfg.seed)
-        best, record = -2.0, {}
+        best, record = (-2.0, -2.0), {}
         started = time.time()
         for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=self.quiet or None):
             model.train()
@@ -309,19 +337,22 @@ class TRMTrainer:
             with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
                 val = validate(model, self.comp, self.data, self.data.val, cfg.batch_size,
                                cfg.eval_supervision_steps or cfg.n_supervision_steps, self.halt_at,
-                               self.device)
+                               self.device, self.answer_loss)
                 record = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                           **means, **val, "mean_predictor_val_cosine": self.baseline,
                           "halt_threshold": self.threshold, "seconds": time.time() - started}
                 log.write(record)
-                if val["val_cosine"] > best:
-                    best = val["val_cosine"]
+                if selection_score(val) > best:
+                    best = selection_score(val)
                     self.save(out / "best.pt", record)
+            exact = f"  answers exact {val['val_answer_exact']:.3f}" if "val_answer_exact" in val else ""
             self.say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine "
-                     f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f})  "
+                     f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f}){exact}  "
                      f"steps {val['val_steps']:.1f}")
         summary = {**record, "optimizer_steps": self.step, "planned_optimizer_steps": self.planned,
-                   "best_val_cosine": best, "parameters": params}
+                   "best_val_cosine": best[1], "parameters": params}
+        if self.answer_loss is not None:
+            summary["best_val_answer_exact"] = best[0]
         if self.dist.is_main:
             self.save(out / "final.pt", summary)
         self.dist.barrier()
