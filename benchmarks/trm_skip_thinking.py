@@ -56,7 +56,7 @@ def main() -> None:
                         help="teacher-forced pairs for the TRM [every distinct training problem]")
     parser.add_argument("--d_compressed", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--trm_d", type=int, default=64, help="the D' the TRM works in")
-    parser.add_argument("--trm_epochs", type=int, default=20)
+    parser.add_argument("--trm_epochs", type=int, default=40)
     parser.add_argument("--trm_weight_decay", type=float, default=0.1)
     parser.add_argument("--answer_loss_weight", type=float, default=1.0,
                         help="answer cross-entropy through the host's slot, next to the state MSE")
@@ -155,9 +155,15 @@ def main() -> None:
             seconds[mode].append(evaluator.run_mode(mode)[2] / len(evaluator.problems))
     for mode, values in seconds.items():
         report["modes"][mode]["seconds_per_answer"] = statistics.median(values)
+    # The same modes on training problems: does a shortfall come from fitting or from generalizing?
+    seen = Evaluator(EvalConfig(host=str(host), dataset=str(distinct), output=str(work / "report_train.json"),
+                                trm_checkpoint=str(work / "trm"), compressor_checkpoint=str(comp),
+                                num_samples=args.test_problems, max_new_tokens=args.max_new_tokens,
+                                modes="full,no_think,oracle,trm")).run()
     stage("eval", t0)
 
     report.update(compressors=compressors, trm_training=trm, pairs=pairs_count,
+                  training_problems={m: v["exact_match"] for m, v in seen["modes"].items()},
                   stage_seconds=timings, total_seconds=time.time() - started, args=vars(args))
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_report(report, work / "report.png")
@@ -168,7 +174,8 @@ def main() -> None:
         print(f"{c['d_compressed']:>5} {c['compression']:>11.1f}x {c['held_out_cosine']:>8.4f} "
               f"{c['relative_error']:>8.4f} {c['parameters']:>8,}")
     print(f"\nPhase 2: validation cosine {trm['best_val_cosine']:.4f} (mean predictor "
-          f"{trm['mean_predictor_val_cosine']:.4f}), centered {trm.get('val_centered_cosine', 0):.4f}")
+          f"{trm['mean_predictor_val_cosine']:.4f}), centered {trm.get('val_centered_cosine', 0):.4f}; "
+          f"answers exact through the slot {trm.get('best_val_answer_exact', float('nan')):.3f}")
     print(f"\nSkip-thinking, {len(evaluator.problems)} held-out problems (full = baseline):")
     print(format_table(report))
     full = report["modes"]["full"]
@@ -176,6 +183,8 @@ def main() -> None:
     for mode, v in report["modes"].items():
         ratio = v["exact_match"] / full["exact_match"] if full["exact_match"] else float("nan")
         print(f"{mode:<20} {ratio:>10.2f} {v['generated_tokens'] / full['generated_tokens']:>14.2f}")
+    print(f"\nThe same modes on {args.test_problems} training problems (exact match): " + ", ".join(
+        f"{m} {v:.3f}" for m, v in report["training_problems"].items()))
     t = report["modes"]["trm"]
     controls = max(report["modes"][m]["exact_match"] for m in ("mean", "zero", "shuffled", "no_think"))
     print(f"\nhost: full {full['exact_match']:.3f} (goal >= 0.95), no_think "

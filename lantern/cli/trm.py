@@ -226,8 +226,9 @@ def run_train(args: argparse.Namespace) -> int:
     def train() -> None:
         summary = train_trm(TRMTrainConfig(**_given(args, TRMTrainConfig)))
         if int(os.environ.get("RANK", 0)) == 0:
-            print(json.dumps({k: summary[k] for k in ("best_val_cosine", "mean_predictor_val_cosine",
-                                                      "optimizer_steps", "planned_optimizer_steps")}))
+            print(json.dumps({k: summary[k] for k in ("best_val_answer_exact", "best_val_cosine",
+                                                      "mean_predictor_val_cosine", "optimizer_steps",
+                                                      "planned_optimizer_steps") if k in summary}))
 
     return _on_every_rank(train)
 

@@ -55,7 +55,7 @@ class TRMConfig:
 @dataclass
 class Carry:
     x: torch.Tensor  # (B, L, D') compressed input (the reasoning token is added per step)
-    y: torch.Tensor  # (B, L+1, D')
+    y: torch.Tensor  # (B, L+1, width)
     z: torch.Tensor
     padding: torch.Tensor  # (B, L+1) True where there is no token
 
