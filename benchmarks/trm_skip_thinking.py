@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--train_problems", type=int, default=20000)
     parser.add_argument("--test_problems", type=int, default=300)
-    parser.add_argument("--host_steps", type=int, default=13000)
+    parser.add_argument("--host_steps", type=int, default=20000)
     parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--num_blocks", type=int, default=2)
     parser.add_argument("--no_think_fraction", type=float, default=0.25,

@@ -52,6 +52,15 @@ def test_problems_are_right_and_splits_disjoint():
         assert int(p.answer[::-1]) == a + b
 
 
+def test_distinct_draws_every_pair_of_its_split_once_before_any_repeat():
+    train_pairs = sum(not is_held_out(a, b) for a in range(10) for b in range(10))
+    problems = synthetic_problems("mul", 1, train_pairs + 5, distinct=True)
+    pairs = [operands(p.question) for p in problems]
+    assert len(set(pairs[:train_pairs])) == train_pairs  # all of them, none twice
+    assert not any(is_held_out(*ab) for ab in pairs)
+    assert set(pairs[train_pairs:]) <= set(pairs[:train_pairs])
+
+
 def test_add_thinking_steps_are_column_sums():
     p = synthetic_problems("add", 3, 1)[0]
     a, b = operands(p.question)

@@ -37,6 +37,9 @@ def add_parser(subparsers) -> None:
                    help="operand pairs of the training or the held-out part [train]")
     q.add_argument("--reversed", dest="reverse", action="store_true", default=False,
                    help="write operands and answer least-significant digit first")
+    q.add_argument("--distinct", action="store_true", default=False,
+                   help="training split: distinct operand pairs while they last, then repeats "
+                        "(the held-out split always draws so)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--output", required=True, help="JSONL file to write")
     q.set_defaults(run=run_problems)
@@ -194,7 +197,7 @@ def run_problems(args: argparse.Namespace) -> int:
     from lantern.trm.problems import synthetic_problems, write_problems
 
     problems = synthetic_problems(args.task, args.digits, args.num_samples, args.split, args.reverse,
-                                  args.seed)
+                                  args.seed, args.distinct)
     write_problems(args.output, problems)
     print(f"{len(problems)} {args.split} problems -> {args.output}")
     return 0

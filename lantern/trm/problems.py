@@ -81,9 +81,10 @@ def multiplication(a: int, b: int, digits: int, reverse: bool = False) -> Proble
 
 def synthetic_problems(
     task: str, digits: int, num_samples: int, split: str = "train", reverse: bool = False,
-    seed: int = 0,
+    seed: int = 0, distinct: bool = False,
 ) -> list[Problem]:
-    """`num_samples` problems of one split; the held-out split draws distinct pairs while it can."""
+    """`num_samples` problems of one split. The held-out split, and the training split with
+    `distinct`, draw distinct pairs while they last (then repeats)."""
     if task not in TASKS:
         raise LanternError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if split not in SPLITS:
@@ -96,16 +97,17 @@ def synthetic_problems(
     rng = random.Random(f"{task}:{digits}:{split}:{seed}")
     limit = 10**digits
     want_held_out = split == "test"
-    # Held-out problems are distinct while distinct pairs remain (counted only where few exist).
-    distinct = sum(is_held_out(a, b) for a in range(limit) for b in range(limit)) \
-        if want_held_out and digits <= 2 else None
+    distinct = distinct or want_held_out
+    # How many distinct pairs the split has (counted only where few exist).
+    available = sum(is_held_out(a, b) == want_held_out for a in range(limit) for b in range(limit)) \
+        if distinct and digits <= 2 else None
     seen: set[tuple[int, int]] = set()
     out: list[Problem] = []
     while len(out) < num_samples:
         a, b = rng.randrange(limit), rng.randrange(limit)
         if is_held_out(a, b) != want_held_out:
             continue
-        if want_held_out and (distinct is None or len(seen) < distinct):
+        if distinct and (available is None or len(seen) < available):
             if (a, b) in seen:
                 continue
             seen.add((a, b))
