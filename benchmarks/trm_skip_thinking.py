@@ -10,11 +10,12 @@ first: the host answered it without thinking at 99%, so it cannot show what thin
 5. the skip-thinking evaluation on held-out operand pairs, every mode side by side. `full`
    (the host thinks in full) is the baseline: each mode's accuracy and generated tokens are also
    given as ratios to it. Seconds per answer are medians of alternating repeats of all modes.
+   The same modes on training problems tell a failure to fit from a failure to generalize.
 
-The goal (issue 11): `trm` >= 90% of `full`'s accuracy at <= 20% of its generated tokens, and
-clearly above the controls (`mean`, `zero`, `shuffled`, `no_think`).
+The goal: `trm` >= 90% of `full`'s accuracy at <= 20% of its generated tokens, and clearly above
+the controls (`mean`, `zero`, `shuffled`, `no_think`).
 
-    nice .venv/bin/python benchmarks/trm_skip_thinking.py              # the full run
+    nice .venv/bin/python benchmarks/trm_skip_thinking.py              # the full run (~35 min)
     nice .venv/bin/python benchmarks/trm_skip_thinking.py --quick      # a few minutes, tiny sizes
 """
 
