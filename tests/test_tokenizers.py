@@ -19,6 +19,7 @@ from lantern.tokenizers import (
     resolve_tokenizer,
     tokenizer_from_json,
 )
+from lantern.tokenizers.bpe import HFTokenizerAdapter
 from lantern.tokenizers.training import train_tokenizer
 
 MIXED = ("Árvíztűrő tükörfúrógép: ő, ű, Ő, Ű. The cat sleeps. 😀🎉👩‍👩‍👧 汉字かなカナ 한국어 "
@@ -240,3 +241,22 @@ def test_a_vocabularys_own_special_tokens_are_never_split():
     assert [tok.tokens[i] for i in ids] == ["1", "+", "2", "<think>", "<lat>", "</think>", "3",
                                             "<eos>"]
     assert tok.decode(ids) == "1+2<think><lat></think>3<eos>"
+
+
+@pytest.mark.parametrize(("specials", "eos", "bos"), [
+    (["<s>", "</s>"], "</s>", "<s>"),  # SentencePiece Llama / Mistral
+    (["<|begin_of_text|>", "<|end_of_text|>"], "<|end_of_text|>", "<|begin_of_text|>"),  # Llama 3
+    (["</s>", "<eos>", "<bos>", "<s>"], "<eos>", "<bos>"),  # LANTERN's own names win
+    (["<unk>"], None, None),
+])
+def test_end_and_start_markers_of_imported_vocabularies(specials, eos, bos):
+    """Generation stops at a vocabulary's end marker whatever it is called: an imported Llama's
+    `</s>` used to give no eos_id, so its generations never stopped."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    hf = HFTokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    hf.add_special_tokens(specials)
+    tok = HFTokenizerAdapter(hf, "wordlevel")
+    assert tok.eos_id == (None if eos is None else hf.token_to_id(eos))
+    assert tok.bos_id == (None if bos is None else hf.token_to_id(bos))

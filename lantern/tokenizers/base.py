@@ -10,6 +10,10 @@ from lantern.errors import LanternError
 
 PAD, UNK, BOS, EOS, THINK = "<pad>", "<unk>", "<bos>", "<eos>", "<think>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, THINK, *CHAT_TAGS)
+# How imported vocabularies spell the same markers (SentencePiece Llama/Mistral, GPT-2, Llama 3):
+# LANTERN's own name wins where a vocabulary has both.
+EOS_NAMES = (EOS, "</s>", "<|endoftext|>", "<|end_of_text|>")
+BOS_NAMES = (BOS, "<s>", "<|begin_of_text|>")
 
 
 def check_text(text: str) -> None:
@@ -54,11 +58,18 @@ class Tokenizer(ABC):
 
     @property
     def eos_id(self) -> int | None:
-        return self.token_to_id(EOS)
+        return self._first_known(EOS_NAMES)
 
     @property
     def bos_id(self) -> int | None:
-        return self.token_to_id(BOS)
+        return self._first_known(BOS_NAMES)
+
+    def _first_known(self, names: Sequence[str]) -> int | None:
+        for name in names:
+            token_id = self.token_to_id(name)
+            if token_id is not None:
+                return token_id
+        return None
 
     @property
     def pad_id(self) -> int | None:
