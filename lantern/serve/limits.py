@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lantern.errors import LanternError
+from lantern.errors import require_positive
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,4 @@ class ServeLimits:
     max_waiting: int = 256  # sequences queued per model before 429
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens", "max_n", "max_batch", "max_waiting"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "max_body_bytes", "max_tokens", "max_n", "max_batch", "max_waiting")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from lantern.data.stories import build_corpus
 from lantern.data.text import read_text_file
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.training.config import OptimizerSection
 from lantern.training.logs import TrainingLog
@@ -128,9 +128,7 @@ class CompressorConfig:
     def __post_init__(self) -> None:
         if self.stage not in ("1a", "1b"):
             raise LanternError(f"--stage must be 1a or 1b (got {self.stage!r})")
-        for name in ("batch_size", "num_epochs", "num_samples", "window"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "batch_size", "num_epochs", "num_samples", "window")
         if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
             raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
 

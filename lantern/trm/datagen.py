@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.training.distributed import Distributed
 from lantern.trm.host import Host, LanternHost, load_host
@@ -60,9 +60,7 @@ class DatagenConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise LanternError(f"--mode must be teacher or generate (got {self.mode!r})")
-        for name in ("num_samples", "batch_size", "max_new_tokens", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "num_samples", "batch_size", "max_new_tokens", "checkpoint_every")
 
 
 @dataclass

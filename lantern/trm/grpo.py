@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from lantern.checkpoint import save_checkpoint
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.logs import TrainingLog
 from lantern.trm.compressor import (
@@ -80,10 +80,8 @@ class GRPOConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "num_epochs", "problems_per_step", "iterations",
-                     "max_new_tokens"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "num_samples", "num_epochs", "problems_per_step", "iterations",
+                         "max_new_tokens")
         if self.group_size < 2:
             raise LanternError("--group_size must be at least 2 (advantages are relative)")
         if self.temperature <= 0 or self.learning_rate <= 0 or self.clip <= 0 or self.kl_coef < 0:

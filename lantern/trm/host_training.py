@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from lantern.checkpoint import save_checkpoint
 from lantern.config import PRESETS, preset_config
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write_text
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
 from lantern.tokenizers import TOKENIZER_FILE
@@ -84,9 +84,7 @@ class HostTrainConfig:
         if self.val_fraction is not None and self.val_problems:
             raise LanternError("--val_fraction and --val_problems both choose the validation set; "
                                "give one")
-        for name in ("batch_size", "max_steps", "eval_interval", "eval_problems"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "batch_size", "max_steps", "eval_interval", "eval_problems")
         if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
             raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
         if self.learning_rate <= 0 or self.latent_weight < 0:

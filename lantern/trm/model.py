@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 
 
 @dataclass
@@ -39,10 +39,8 @@ class TRMConfig:
         return self.d_hidden or self.d_model
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "n_latent_steps", "n_deep_recursions",
-                     "n_supervision_steps"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "d_model", "n_layers", "n_heads", "n_latent_steps", "n_deep_recursions",
+                         "n_supervision_steps")
         if self.d_hidden is not None and self.d_hidden <= 0:
             raise LanternError(f"--d_hidden must be positive (got {self.d_hidden})")
         if self.width % self.n_heads:

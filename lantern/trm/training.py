@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lantern.checkpoint import load_checkpoint, save_checkpoint
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.distributed import Distributed
@@ -80,9 +80,7 @@ class TRMTrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_epochs"):
-            if getattr(self, name) <= 0:
-                raise LanternError(f"--{name} must be positive (got {getattr(self, name)})")
+        require_positive(self, "batch_size", "num_epochs")
         if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
             raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
         if not 0 < self.ema_decay < 1:
