@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -230,33 +230,34 @@ def _trace(choice_pieces: list[Piece]) -> list[dict]:
 
 
 def completion_body(job: Job, choices: list[Choice]) -> dict:
-    items = []
-    for i, c in enumerate(choices):
+    def content(i: int, c: Choice) -> dict:
         prefix = job.prompt_texts[i // job.n] if job.echo else ""
-        item = {"index": i, "text": prefix + c.text,
+        return {"text": prefix + c.text,
                 "logprobs": completion_logprobs(job, c.pieces, len(prefix))
-                if job.top_logprobs is not None else None,
-                "finish_reason": c.finish_reason}
-        if job.adaptive is not None:
-            item["adaptive_trace"] = _trace(c.pieces)
-        items.append(item)
-    return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": job.created,
-            "model": job.served.name, "choices": items,
-            "usage": usage(job, sum(c.tokens for c in choices))}
+                if job.top_logprobs is not None else None}
+
+    return _body(job, choices, f"cmpl-{job.id}", "text_completion", content)
 
 
 def chat_body(job: Job, choices: list[Choice]) -> dict:
+    def content(i: int, c: Choice) -> dict:
+        return {"message": {"role": "assistant", "content": c.text},
+                "logprobs": chat_logprobs(job, c.pieces) if job.top_logprobs is not None else None}
+
+    return _body(job, choices, f"chatcmpl-{job.id}", "chat.completion", content)
+
+
+def _body(job: Job, choices: list[Choice], body_id: str, kind: str,
+          content: Callable[[int, Choice], dict]) -> dict:
+    """The response both endpoints share around each choice's own content."""
     items = []
     for i, c in enumerate(choices):
-        item = {"index": i, "message": {"role": "assistant", "content": c.text},
-                "logprobs": chat_logprobs(job, c.pieces) if job.top_logprobs is not None else None,
-                "finish_reason": c.finish_reason}
+        item = {"index": i, **content(i, c), "finish_reason": c.finish_reason}
         if job.adaptive is not None:
             item["adaptive_trace"] = _trace(c.pieces)
         items.append(item)
-    return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": job.created,
-            "model": job.served.name, "choices": items,
-            "usage": usage(job, sum(c.tokens for c in choices))}
+    return {"id": body_id, "object": kind, "created": job.created, "model": job.served.name,
+            "choices": items, "usage": usage(job, sum(c.tokens for c in choices))}
 
 
 async def stream_chunks(job: Job) -> AsyncIterator[dict]:
