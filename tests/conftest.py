@@ -54,3 +54,14 @@ def perturbed_model(tokenizer, **overrides) -> LANTERNModel:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
+
+
+def save_run(model: LANTERNModel, tokenizer, directory, **fields) -> None:
+    """A run directory as training leaves it: `final_model.pt` with the weights, config and
+    tokenizer, plus any other checkpoint fields (step, losses)."""
+    from lantern.checkpoint import save_checkpoint
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(directory / "final_model.pt", {
+        "model_state_dict": model.state_dict(), "config": model.config.to_dict(),
+        "tokenizer": tokenizer.to_json(), **fields})

@@ -15,6 +15,7 @@ from lantern.export.gguf_export import export_gguf
 from lantern.export.llamacpp import LlamaCppModel
 from lantern.generation.settings import GenerationConfig
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
+from tests.conftest import save_run
 
 MIXED = "Árvíztűrő tükörfúrógép: ő és ű 🙂 hello world!\n<user>Szia 🙂</user><assistant>ok"
 CORPUS = TINY_TEXT + "Szép napot! Ő és ű. Árvíztűrő tükörfúrógép.\n"
@@ -145,18 +146,9 @@ def test_sampling_settings_reach_llamacpp(char_tok, tmp_path):
         assert halted.stop_reason == "stop_token" and halted.text == greedy.text[: greedy.text.index(letter)]
 
 
-def save_run(model, tokenizer, directory):
-    from lantern.checkpoint import save_checkpoint
-
-    directory.mkdir()
-    save_checkpoint(directory / "final_model.pt", {
-        "model_state_dict": model.state_dict(), "config": model.config.to_dict(),
-        "tokenizer": tokenizer.to_json(), "step": 7, "val_loss": 3.5,
-    })
-
-
 def test_cli_bad_input_is_one_clear_line(char_tok, tmp_path, capsys):
-    save_run(tiny_model(char_tok, **LLAMA, hidden_size=48, num_heads=4), char_tok, tmp_path / "run")
+    save_run(tiny_model(char_tok, **LLAMA, hidden_size=48, num_heads=4), char_tok, tmp_path / "run",
+             step=7, val_loss=3.5)
     out = tmp_path / "m.gguf"
 
     def export(*extra: str) -> str:
@@ -175,7 +167,7 @@ def test_cli_bad_input_is_one_clear_line(char_tok, tmp_path, capsys):
     assert "already exists" in export("--outtype", "f16")
     assert out.read_bytes() == before
     unigram = HFTokenizerAdapter.train_unigram([CORPUS], 320)
-    save_run(tiny_model(unigram, **LLAMA), unigram, tmp_path / "uni")
+    save_run(tiny_model(unigram, **LLAMA), unigram, tmp_path / "uni", step=7, val_loss=3.5)
     assert main(["export", str(tmp_path / "uni"), "--format", "gguf",
                  "--output", str(tmp_path / "u.gguf")]) == 1
     assert "no exact equivalent of a unigram tokenizer" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from lantern.export.architecture import plan_export
 from lantern.export.hf_export import export_hf
 from lantern.export.hf_import import load_hf_checkpoint
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
+from tests.conftest import save_run
 
 MIXED = "Árvíztűrő tükörfúrógép: ő és ű 🙂 hello world!\n<user>Szia 🙂</user><assistant>ok"
 CORPUS = TINY_TEXT + "Szép napot! Ő és ű. Árvíztűrő tükörfúrógép.\n"
@@ -186,24 +187,15 @@ def test_features_without_an_exact_equivalent_are_refused(overrides, message):
         plan_export(tiny_config(context_length=64, **overrides))
 
 
-def save_run(model, tokenizer, directory):
-    from lantern.checkpoint import save_checkpoint
-
-    directory.mkdir()
-    save_checkpoint(directory / "final_model.pt", {
-        "model_state_dict": model.state_dict(), "config": model.config.to_dict(),
-        "tokenizer": tokenizer.to_json(), "step": 7, "val_loss": 3.5,
-    })
-
-
 def test_cli_export_refuses_and_never_overwrites(char_tok, tmp_path, capsys):
-    save_run(tiny_model(char_tok, **LLAMA, reinject_input=True), char_tok, tmp_path / "bad")
+    save_run(tiny_model(char_tok, **LLAMA, reinject_input=True), char_tok, tmp_path / "bad",
+             step=7, val_loss=3.5)
     assert main(["export", str(tmp_path / "bad"), "--format", "hf", "--output", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lantern: error: input re-injection" in err
     assert not (tmp_path / "x").exists()
 
-    save_run(tiny_model(char_tok, **LLAMA), char_tok, tmp_path / "run")
+    save_run(tiny_model(char_tok, **LLAMA), char_tok, tmp_path / "run", step=7, val_loss=3.5)
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")

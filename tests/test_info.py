@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_TEXT, tiny_config
+from conftest import TINY_TEXT, save_run, tiny_config
 
-from lantern.checkpoint import save_checkpoint
 from lantern.cli.main import main
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer
@@ -25,11 +24,7 @@ def run_dir(tmp_path):
                          steps_per_block=2, **LLAMA)
     model = LANTERNModel(config)
     run = tmp_path / "run"
-    run.mkdir()
-    save_checkpoint(run / "final_model.pt", {
-        "model_state_dict": model.state_dict(), "config": config.to_dict(),
-        "tokenizer": tokenizer.to_json(), "step": 120, "val_loss": 2.25, "best_val_loss": 2.0,
-    })
+    save_run(model, tokenizer, run, step=120, val_loss=2.25, best_val_loss=2.0)
     (run / "config.json").write_text(config.to_json())
     (run / "tokenizer.json").write_text(tokenizer.to_json())
     save_model(model, str(run / "model.safetensors"))

@@ -11,12 +11,13 @@ import torch
 import uvicorn
 
 from lantern.chat_template import example
-from lantern.checkpoint import load_model, save_checkpoint
+from lantern.checkpoint import load_model
 from lantern.config import LANTERNConfig
 from lantern.models.lantern_model import LANTERNModel
 from lantern.serve import ModelRegistry, ServeLimits, create_app, load_served_model
 from lantern.serve.metrics import ServerMetrics
 from lantern.tokenizers import CharTokenizer
+from tests.conftest import save_run
 
 TEXT = ("Once upon a time, a little fox found a red ball in the park. The owl was happy.\n"
         + example("Hello there", "Hi, how are you?") + example("Tell a story", "A fox ran.", "Be kind"))
@@ -28,11 +29,7 @@ def save_tiny_checkpoint(directory: Path, seed: int = 0, context: int = 64) -> P
     config = LANTERNConfig(vocab_size=tokenizer.vocab_size, context_length=context, hidden_size=32,
                            num_heads=4, num_blocks=1, steps_per_block=2)
     torch.manual_seed(seed)
-    model = LANTERNModel(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(directory / "final_model.pt", {
-        "model_state_dict": model.state_dict(), "config": config.to_dict(),
-        "tokenizer": tokenizer.to_json(), "step": 0})
+    save_run(LANTERNModel(config), tokenizer, directory, step=0)
     return directory
 
 
