@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from lantern.config import PRESET_DESCRIPTIONS
-from lantern.errors import LanternError
 from lantern.training.config import CONFIG_FILE, FLAG_SECTION, read_config_file
-from lantern.training.distributed import end_worker, launched_by_torchrun
+from lantern.training.distributed import run_worker
 from lantern.training.trainer import TrainConfig, Trainer, resolve_resume
 
 D = TrainConfig()
@@ -128,10 +126,8 @@ def add_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in FLAG_SECTION and v is not None}
-    if not launched_by_torchrun():
-        Trainer(resolve_config(args.config_file, given)).fit()
-        return 0
-    return run_under_torchrun(args.config_file, given)
+    quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun, rank 0 alone reports
+    return run_worker(lambda: Trainer(resolve_config(args.config_file, given), quiet=quiet).fit())
 
 
 def resolve_config(config_file: str | None, given: dict) -> TrainConfig:
@@ -141,32 +137,3 @@ def resolve_config(config_file: str | None, given: dict) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-def run_under_torchrun(config_file: str | None, given: dict) -> int:
-    """One torchrun worker: errors print once (rank 0) as one line; every exit is immediate,
-    so a failed rank brings the job down rather than hanging it."""
-    rank = int(os.environ["RANK"])
-    try:
-        Trainer(resolve_config(config_file, given), quiet=rank != 0).fit()
-        code = 0
-    except LanternError as exc:
-        if rank == 0:
-            print(f"lantern: error: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        if rank == 0:
-            print("lantern: interrupted", file=sys.stderr)
-        code = 130
-    except RuntimeError as exc:
-        if not is_lost_peer(exc):
-            raise
-        print(f"lantern: error: rank {rank} lost another process of the job (it failed or was "
-              f"killed; see its output): {str(exc).splitlines()[0][:160]}", file=sys.stderr)
-        code = 1
-    end_worker(code)
-    return code
-
-
-def is_lost_peer(exc: RuntimeError) -> bool:
-    """A collective failed because another rank is gone (gloo / NCCL connection errors)."""
-    text = str(exc)
-    return any(mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed"))

@@ -6,11 +6,8 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
-from collections.abc import Callable
 
 from lantern.config import PRESET_DESCRIPTIONS
-from lantern.errors import LanternError
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -218,12 +215,14 @@ def run_compressor(args: argparse.Namespace) -> int:
 
 
 def run_datagen(args: argparse.Namespace) -> int:
+    from lantern.training.distributed import run_worker
     from lantern.trm.datagen import DatagenConfig, generate_pairs
 
-    return _on_every_rank(lambda: generate_pairs(DatagenConfig(**_given(args, DatagenConfig))))
+    return run_worker(lambda: generate_pairs(DatagenConfig(**_given(args, DatagenConfig))))
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from lantern.training.distributed import run_worker
     from lantern.trm.training import TRMTrainConfig, train_trm
 
     def train() -> None:
@@ -233,26 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
                                                       "mean_predictor_val_cosine", "optimizer_steps",
                                                       "planned_optimizer_steps") if k in summary}))
 
-    return _on_every_rank(train)
-
-
-def _on_every_rank(work: Callable[[], object]) -> int:
-    """Run `work` in this process, or as one torchrun worker: then an error prints once (rank 0)
-    and every exit is immediate, so a failing rank brings the job down."""
-    from lantern.training.distributed import end_worker, launched_by_torchrun
-
-    if not launched_by_torchrun():
-        work()
-        return 0
-    try:
-        work()
-        code = 0
-    except LanternError as exc:
-        if int(os.environ["RANK"]) == 0:
-            print(f"lantern: error: {exc}", file=sys.stderr)
-        code = 1
-    end_worker(code)
-    return code
+    return run_worker(train)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,41 @@ class Distributed:
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def run_worker(work: Callable[[], object]) -> int:
+    """Run `work` in this process; under torchrun, as one worker whose errors print once (rank 0)
+    as one line, and whose every exit is immediate, so a failed rank brings the job down rather
+    than hanging it."""
+    if not launched_by_torchrun():
+        work()
+        return 0
+    rank = int(os.environ["RANK"])
+    try:
+        work()
+        code = 0
+    except LanternError as exc:
+        if rank == 0:
+            print(f"lantern: error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        if rank == 0:
+            print("lantern: interrupted", file=sys.stderr)
+        code = 130
+    except RuntimeError as exc:
+        if not is_lost_peer(exc):
+            raise
+        print(f"lantern: error: rank {rank} lost another process of the job (it failed or was "
+              f"killed; see its output): {str(exc).splitlines()[0][:160]}", file=sys.stderr)
+        code = 1
+    end_worker(code)
+    return code
+
+
+def is_lost_peer(exc: RuntimeError) -> bool:
+    """A collective failed because another rank is gone (gloo / NCCL connection errors)."""
+    text = str(exc)
+    return any(mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed"))
 
 
 def end_worker(code: int) -> None:
