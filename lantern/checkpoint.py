@@ -45,7 +45,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # torch's own message suggests weights_only=False, i.e. running the file's code: never.
         raise LanternError(f"cannot read checkpoint {path}: it is damaged, or holds more than "
                            "tensors and plain data (LANTERN never loads pickled code)") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError,
+            TypeError) as exc:  # what torch's unpickler raises on bytes that are no checkpoint
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LanternError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
     if not isinstance(data, dict) or "model_state_dict" not in data:

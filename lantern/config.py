@@ -38,6 +38,7 @@ class LANTERNConfig:
     norm: str = "layernorm"
     position: str = "learned"
     rope_theta: float = 10000.0
+    norm_eps: float | None = None  # None = 1e-6 for RMSNorm, 1e-5 for LayerNorm (what older runs used)
     dropout: float = 0.0
     bias: bool = True
     tie_embeddings: bool = True
@@ -83,6 +84,10 @@ class LANTERNConfig:
             (
                 self.position in POSITION_TYPES,
                 f"position must be one of {POSITION_TYPES} (got {self.position!r})",
+            ),
+            (
+                self.norm_eps is None or self.norm_eps > 0,
+                f"norm_eps must be positive (got {self.norm_eps})",
             ),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1) (got {self.dropout})"),
             (

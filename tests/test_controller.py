@@ -197,6 +197,48 @@ def test_mc_dropout_uses_the_trained_rate_and_never_changes_the_choice():
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
 
 
+def dropout_rates_applied(model: LANTERNModel, monkeypatch) -> list[float]:
+    """The rate every dropout really applied while the model ran: nn.Dropout's from its output
+    (kept values are scaled by 1 / (1 - p)), attention dropout's from the `dropout_p` handed to
+    scaled_dot_product_attention."""
+    rates: list[float] = []
+
+    def observe(module, inputs, output):
+        if module.training:
+            kept = output != 0
+            rates.append(round(1 - float((inputs[0][kept] / output[kept]).mean()), 4))
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(observe)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def attention(*args, dropout_p=0.0, **kwargs):
+        if dropout_p:
+            rates.append(round(dropout_p, 4))
+        return sdpa(*args, dropout_p=dropout_p, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    return rates
+
+
+@pytest.mark.parametrize("trained, asked, applied", [(0.3, None, 0.3), (0.3, 0.5, 0.5),
+                                                     (0.0, 0.25, 0.25)])
+def test_mc_dropout_passes_apply_the_rate_asked_for(monkeypatch, trained, asked, applied):
+    """Defect 7: the passes ran at p = 0.1 whatever the model was trained with or
+    --mc_dropout said; every dropout in them must run at the trained or the given rate."""
+    model = recursive_model(dropout=trained)
+    controller = make_controller(model, (-1, -1, INF), think=False, mc_samples=4, mc_dropout=asked)
+    rates = dropout_rates_applied(model, monkeypatch)
+    controller.generate(torch.tensor([[5, 6, 7, 8]]))
+    # Per pass of every token after the first (the first comes from the prefill): the residual
+    # dropouts after attention and MLP, and attention's own.
+    assert len(rates) == 3 * 4 * (controller.config.max_new_tokens - 1)
+    assert set(rates) == {applied}
+    assert not model.training and all(m.p == trained for m in model.modules()
+                                       if isinstance(m, torch.nn.Dropout))  # restored afterwards
+
+
 def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
     from lantern.checkpoint import save_checkpoint
     from lantern.cli.main import main

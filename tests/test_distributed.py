@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lantern.checkpoint import load_checkpoint
+from lantern.fileio import OUTPUT_MARKER
 from lantern.training.trainer import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
@@ -106,7 +107,8 @@ def test_two_processes_with_half_batches_equal_one_process(tmp_path, one_process
     assert max_difference(one_process / "checkpoint_step_5.pt", run_dir / "checkpoint_step_5.pt") < 1e-5
     records = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train_loss" in r] == [5, 10]
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no stray temporaries
+    assert not [p.name for p in run_dir.iterdir()
+                if p.name.startswith(".") and p.name != OUTPUT_MARKER]  # no stray temporaries
     if mode.startswith("fsdp"):
         assert (run_dir / "checkpoint_step_10.dcp" / ".metadata").is_file()
 

@@ -215,8 +215,13 @@ def test_cli_export_refuses_and_never_overwrites(char_tok, tmp_path, capsys):
                  "--output", str(tmp_path / "notes.txt")]) == 1
     assert "is a file; this export writes a directory" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "a file, not a directory"
-    assert main(args + ["--overwrite"]) == 0
-    assert not (out / "mine.txt").exists() and (out / "config.json").is_file()
+    assert main(args + ["--overwrite"]) == 1  # a directory LANTERN did not write stays
+    assert "not a LANTERN output" in capsys.readouterr().err
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    assert main(args + ["--overwrite"]) == 0  # an empty directory holds nothing to lose
+    assert main(args + ["--overwrite"]) == 0  # an export of LANTERN's own is replaced
+    assert (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert not (tmp_path / "new").exists()
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2

@@ -1,6 +1,10 @@
-"""Every logits rule and sampler: what it keeps, what it excludes, and reproducibility."""
+"""Every logits rule and sampler: what it keeps, what it excludes, reproducibility, and that no
+setting or logits can make the draw fail; stop strings cost time in new text only."""
 
 from __future__ import annotations
+
+import random
+import time
 
 import pytest
 import torch
@@ -13,8 +17,11 @@ from lantern.generation.logits_process import (
     RepetitionPenalty,
     TopK,
     TopP,
+    apply_rules,
 )
 from lantern.generation.sampling import SamplingConfig, choose, next_token
+from lantern.generation.streaming import TextStream
+from lantern.tokenizers import CharTokenizer
 
 
 def random_logits(rows: int = 4, vocab: int = 50, seed: int = 0) -> torch.Tensor:
@@ -99,3 +106,51 @@ def test_draws_follow_the_truncated_renormalized_distribution():
 def test_invalid_settings_are_rejected(bad):
     with pytest.raises(LanternError):
         SamplingConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(repetition_penalty=1e-300), dict(repetition_penalty=1e300),
+                                 dict(presence_penalty=3.0), dict(frequency_penalty=-1e300),
+                                 dict(temperature=1e300)])
+def test_settings_that_make_logits_non_finite_are_rejected(bad):
+    with pytest.raises(LanternError, match=next(iter(bad))):
+        SamplingConfig(**bad)
+
+
+def test_a_vanishing_temperature_draws_the_argmax_and_never_overflows():
+    logits = random_logits(rows=8)
+    filtered = apply_rules(SamplingConfig(temperature=1e-40).rules(), logits)
+    best = logits.argmax(-1)
+    assert not filtered.isnan().any() and not (filtered == float("inf")).any()
+    assert torch.equal(filtered.argmax(-1), best)
+    assert torch.equal(draws(SamplingConfig(temperature=1e-40), logits)[0], best)
+
+
+def test_the_draw_accepts_nan_and_infinite_logits():
+    inf, nan = float("inf"), float("nan")
+    logits = torch.tensor([[nan, 1.0, inf, 0.0, inf], [nan, -inf, 2.0, nan, -inf]])
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.cat([choose(logits, [], greedy=False, generator=gen) for _ in range(200)], dim=1)
+    assert set(tokens[0].tolist()) == {2, 4}  # the +inf entries share the whole mass
+    assert set(tokens[1].tolist()) == {2}  # NaN is excluded, the one finite token is certain
+    assert choose(logits, [], greedy=True)[:, 0].tolist() == [2, 2]
+    with pytest.raises(LanternError, match="no finite value"):
+        choose(torch.tensor([[nan, -inf]]), [], greedy=False)
+
+
+def test_stop_string_cost_per_token_does_not_grow_with_their_length():
+    alphabet = "abcdefghij"
+    tokenizer = CharTokenizer.train([alphabet])
+    rng = random.Random(0)
+    ids = [tokenizer.encode(rng.choice(alphabet))[0] for _ in range(600)]
+
+    def seconds(length: int) -> float:
+        stops = ["".join(rng.choice(alphabet) for _ in range(length)) for _ in range(16)]
+        stream = TextStream(tokenizer, stops)
+        start = time.perf_counter()
+        text = "".join(stream.add(i) for i in ids) + stream.finish()
+        assert text == tokenizer.decode(ids)  # random stops this long never occur
+        return time.perf_counter() - start
+
+    short = min(seconds(8) for _ in range(3))
+    # A tail search bounded by the stop strings' length cost about 3 s here (0.08 s now).
+    assert seconds(50_000) < 5 * short + 0.3

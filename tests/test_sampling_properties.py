@@ -1,4 +1,5 @@
-"""Property tests of the truncation rules against brute-force definitions, on any logits."""
+"""Property tests of the truncation rules against brute-force definitions, on any logits, and of
+stop strings in streamed text against a brute-force search of the whole text at every token."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from hypothesis import strategies as st
 
 from lantern.generation.logits_process import MinP, TopK, TopP
 from lantern.generation.sampling import SamplingConfig
+from lantern.generation.streaming import TextStream
+from lantern.tokenizers import CharTokenizer
+from lantern.tokenizers.bpe import HFTokenizerAdapter
 
 # Logits at least 0.01 apart: "the k largest" and "the smallest set" are then well defined
 # (values that differ only below float32 resolution would be ties).
@@ -69,3 +73,45 @@ def test_any_chain_of_rules_leaves_at_least_one_token(values, temperature, top_k
         logits = rule(logits, None)
     best = max(range(len(values)), key=lambda i: values[i])
     assert best in kept(logits[0])
+
+
+STOP_TEXT = "abab aab\u00e9b \u00e9\u00e9a ba\U0001f600b " * 20  # multi-byte characters for byte-level BPE
+STOP_TOKENIZERS = {"char": CharTokenizer.train([STOP_TEXT]),
+                   "bpe": HFTokenizerAdapter.train_bpe([STOP_TEXT], vocab_size=300)}
+
+
+def stop_reference(tokenizer, ids: list[int], stops: list[str]) -> list[str]:
+    """What each token releases, from the whole text decoded at that token: everything up to the
+    first stop string; otherwise all but a tail that could still begin one (or a trailing
+    incomplete character)."""
+    pieces, released = [], 0
+    for n in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+        found = [text.find(s) for s in stops if s in text]
+        if found:
+            pieces.append(text[released:min(found)])
+            return pieces
+        held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        end = min(len(text) - held, len(text) - text.endswith("\ufffd"))
+        pieces.append(text[released:end] if end > released else "")
+        released = max(released, end)
+    pieces.append(text[released:] if ids else "")
+    return pieces
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(STOP_TOKENIZERS)), st.data())
+def test_stop_strings_release_what_a_search_of_the_whole_text_releases(kind, data):
+    tokenizer = STOP_TOKENIZERS[kind]
+    stop_chars = st.sampled_from(sorted(set(STOP_TEXT)))
+    stops = data.draw(st.lists(st.text(stop_chars, min_size=1, max_size=6), min_size=1, max_size=4))
+    ids = data.draw(st.lists(st.sampled_from(tokenizer.encode(STOP_TEXT[:120])), max_size=40))
+    stream = TextStream(tokenizer, stops)
+    pieces = []
+    for token in ids:
+        pieces.append(stream.add(token))
+        if stream.stopped:
+            break
+    else:
+        pieces.append(stream.finish())
+    assert pieces == stop_reference(tokenizer, ids, stops)

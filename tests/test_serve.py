@@ -53,12 +53,14 @@ def reference(run_dir):
 
 @torch.inference_mode()
 def dense_greedy(model, tokenizer, prompt_ids, max_tokens, stop_ids, steps=None):
-    """Greedy tokens and their log-probabilities, recomputing the whole sequence each step."""
+    """Greedy tokens and their log-probabilities, recomputing the whole sequence each step; byte
+    tokens the training data never used are never chosen unless the prompt holds them."""
     ids, tokens, logprobs = list(prompt_ids), [], []
+    never = sorted(set(tokenizer.untrained_ids()) - set(prompt_ids))
     for _ in range(max_tokens):
         logits, _ = model(torch.tensor([ids]), steps_per_block=steps)
         lp = torch.log_softmax(logits[0, -1].float(), dim=-1)
-        token = int(lp.argmax())
+        token = int(lp.index_fill(0, torch.tensor(never, dtype=torch.long), float("-inf")).argmax())
         if token in stop_ids:
             break
         tokens.append(token)

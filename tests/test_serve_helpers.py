@@ -33,11 +33,14 @@ def save_tiny_checkpoint(directory: Path, seed: int = 0, context: int = 64) -> P
     return directory
 
 
-def build_app(models: dict[str, Path], limits: ServeLimits | None = None, api_key: str | None = None):
+def build_app(models: dict[str, Path], limits: ServeLimits | None = None, api_key: str | None = None,
+              allowed_hosts: list[str] | None = None):
     limits = limits or ServeLimits()
     metrics = ServerMetrics()
     served = [load_served_model(name, path, "cpu", limits, metrics) for name, path in models.items()]
-    return create_app(ModelRegistry(served), limits, api_key, metrics)
+    if allowed_hosts is None:
+        return create_app(ModelRegistry(served), limits, api_key, metrics)
+    return create_app(ModelRegistry(served), limits, api_key, metrics, allowed_hosts)
 
 
 class RunningServer:

@@ -216,6 +216,47 @@ def test_a_nonfinite_loss_stops_at_its_step_and_keeps_good_files(tmp_path, capsy
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")} == before
 
 
+def test_a_skipped_nonfinite_batch_leaves_no_trace_in_the_weights(tmp_path):
+    """--skip_nonfinite: a bad batch's NaN gradients (and those of the good micro-batch before it
+    in the same step) must be dropped, so the run ends exactly where a run that never saw that
+    step's batches ends. The bad batch is a real forward whose embeddings turn NaN."""
+    from lantern.training.trainer import Trainer
+
+    settings = dict(TINY, max_steps=6, grad_accum=2, dropout=0.0, eval_interval=6,
+                    save_interval=6, sample_length=0, num_samples=0)
+    bad_step = 3  # its micro-batches are the 5th and 6th batches drawn; the 6th is poisoned
+    skipping = Trainer(TrainConfig(output_dir=str(tmp_path / "skips"), skip_nonfinite=1,
+                                   **settings), quiet=True)
+    forwards = []
+
+    def poison(module, inputs, output):
+        if module.training:
+            forwards.append(1)
+            if len(forwards) == 2 * bad_step:
+                return output * float("nan")
+        return None
+
+    skipping.model.embed_tokens.register_forward_hook(poison)
+    skipping.fit()
+    assert len(forwards) == 2 * (settings["max_steps"] + 1)  # one step's batches were skipped
+
+    never_saw = Trainer(TrainConfig(output_dir=str(tmp_path / "clean"), **settings), quiet=True)
+    draw, drawn = never_saw.sampler.next_batch, []
+
+    def skip_the_bad_steps_batches():
+        drawn.append(1)
+        if len(drawn) == 2 * bad_step - 1:
+            draw(), draw()
+        return draw()
+
+    never_saw.sampler.next_batch = skip_the_bad_steps_batches
+    never_saw.fit()
+    assert_same_weights(tmp_path / "skips" / "final_model.pt", tmp_path / "clean" / "final_model.pt")
+    log = (tmp_path / "skips" / "training_log.jsonl").read_text().splitlines()
+    logged = [json.loads(line) for line in log]
+    assert [r for r in logged if "skipped_nonfinite" in r] == [{"step": bad_step, "skipped_nonfinite": 1}]
+
+
 def test_checkpoints_hold_every_rng_state_in_use(tmp_path):
     """Issue 9, defect 5: CPU, and CUDA / MPS where they are in use, per process."""
     from lantern.training.checkpointer import capture_rng_state, restore_rng_state
@@ -272,23 +313,46 @@ def test_a_dtype_the_device_cannot_run_is_refused():
         check_dtype_runs(torch.device("meta"), torch.bfloat16)
 
 
-def test_atomic_writes_fsync_the_file_and_its_directory(tmp_path, monkeypatch):
-    """Issue 9, defect 10: a rename is durable only once the directory is flushed too."""
-    import stat
+def durability_calls(monkeypatch) -> list[tuple[str, str]]:
+    """Every os.fsync (with the path its descriptor names) and os.replace (with its source and
+    target), in the order they happen; the real calls still run."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
 
-    from lantern import fileio
-
-    synced = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", spy)
+    def replace(src, dst) -> None:
+        calls.append(("replace", f"{Path(src).resolve()} -> {Path(dst).resolve()}"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+def test_atomic_writes_fsync_the_file_then_rename_then_fsync_the_directory(tmp_path, monkeypatch):
+    """Issue 9, defect 10: a rename is durable only once the directory is flushed too, and only
+    a directory flushed after the rename holds the new entry."""
+    from lantern import fileio
+
+    tmp_path = tmp_path.resolve()
+    calls = durability_calls(monkeypatch)
     fileio.atomic_write_text(tmp_path / "a.txt", "hello")
     assert (tmp_path / "a.txt").read_text() == "hello"
-    assert synced == [False, True]  # the file's data, then the directory entry
+    [(kind, written), *rest] = calls
+    assert kind == "fsync" and Path(written).parent == tmp_path and written != str(tmp_path / "a.txt")
+    assert rest == [("replace", f"{written} -> {tmp_path / 'a.txt'}"), ("fsync", str(tmp_path))]
+
+    calls.clear()
+    staged = tmp_path / "staged"
+    (staged / "inner").mkdir(parents=True)
+    (staged / "inner" / "w.bin").write_bytes(b"w")
+    fileio.atomic_replace_directory(staged, tmp_path / "export")
+    assert calls == [("fsync", str(staged / "inner" / "w.bin")), ("fsync", str(staged)),
+                     ("replace", f"{staged} -> {tmp_path / 'export'}"), ("fsync", str(tmp_path))]
 
 
 def test_settings_come_in_sections_and_flat_names_route_to_them():
@@ -431,3 +495,52 @@ def test_init_from_a_hugging_face_directory_continues_its_weights(tmp_path):
     assert load_tokenizer(tmp_path / "b").to_json() == load_tokenizer(tmp_path / "a").to_json()
     with pytest.raises(LanternError, match="--init_from takes the model's shape"):
         tiny_train(tmp_path / "c", init_from=str(tmp_path / "hf"), max_steps=1)
+
+
+def test_a_torn_last_log_line_is_skipped_on_resume(tmp_path, capfd):
+    """A crash mid-append leaves half a JSON line at the end of training_log.jsonl (appends are
+    not fsynced one by one); resuming skips it with a warning and keeps every whole line."""
+    tiny_train(tmp_path, max_steps=4, eval_interval=2, save_interval=2, log_interval=1)
+    log = tmp_path / "training_log.jsonl"
+    whole = log.read_text()
+    log.write_text(whole + '{"step": 5, "epoch": 0.1, "train_lo')
+    cfg, _ = resolve_resume({"resume_from": str(tmp_path), "max_steps": 6})
+    train(cfg, quiet=True)
+    assert "last line of" in capfd.readouterr().err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r for r in records if r["step"] <= 4] == [json.loads(x) for x in whole.splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_log_reaches_the_disk_before_each_checkpoint(tmp_path, monkeypatch):
+    """What a checkpoint resumes from is logged durably: the log is fsynced before the file."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the file behind a descriptor")
+    monkeypatch.setattr(os, "fsync", spy)
+    tiny_train(tmp_path, max_steps=4, eval_interval=10, save_interval=2, log_interval=1)
+    checkpoints = [i for i, name in enumerate(synced) if name.startswith(".checkpoint_step_")]
+    assert len(checkpoints) == 2
+    for index in checkpoints:
+        assert "training_log.jsonl" in synced[index - 1:index], synced[:index + 1]
+
+
+def test_no_checkpoint_is_written_from_nonfinite_weights(tmp_path):
+    """An infinite gradient with a finite loss steps the weights to NaN; the checkpoint due at
+    that step must not be written from them (the loss alone only shows it a step later)."""
+    from lantern.training.trainer import Trainer
+
+    cfg = TrainConfig(output_dir=str(tmp_path), **{**TINY, "max_steps": 3, "eval_interval": 100,
+                                                   "save_interval": 1, "num_samples": 0})
+    trainer = Trainer(cfg, quiet=True)
+    trainer.model.transformer.norm.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    with torch.enable_grad(), pytest.raises(LanternError, match="not finite at step 1") as error:
+        trainer.fit()
+    assert "checkpoint_step_1.pt was not written" in str(error.value)
+    assert not list(tmp_path.glob("*.pt"))

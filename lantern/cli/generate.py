@@ -99,8 +99,10 @@ def config_from_args(args: argparse.Namespace, eos_token_id: int | None = None,
 
 
 def given(args: argparse.Namespace, *names: str) -> list[str]:
-    """The flags among `names` the user typed (those whose default is None or False)."""
-    return [f"--{n}" for n in names if getattr(args, n, None) not in (None, False)]
+    """The flags among `names` the user typed (those whose default is None or False). Compared
+    by identity: a typed 0 (`--temperature 0`) equals False, but it was given."""
+    return [f"--{n}" for n in names
+            if getattr(args, n, None) is not None and getattr(args, n) is not False]
 
 
 def refuse_conflicts(args: argparse.Namespace) -> None:

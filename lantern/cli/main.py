@@ -11,7 +11,8 @@ import sys
 from lantern.errors import LanternError
 
 # Subcommand modules under lantern.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer", "serve", "export", "push", "trm")
+COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer", "serve", "export", "push", "trm",
+            "pull", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

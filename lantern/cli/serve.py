@@ -30,6 +30,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (other than loopback: reachable from the network)")
     p.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
+    p.add_argument("--allowed_hosts", nargs="+", default=None, metavar="HOST",
+                   help="host names requests may address (their Host header, any port); "
+                   "'*.example.com' takes subdomains, '*' any name [localhost, 127.0.0.1, "
+                   "[::1], and --host when it is one address]")
     p.add_argument("--api_key", default=None,
                    help="require 'Authorization: Bearer KEY' (or set $LANTERN_API_KEY)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -73,6 +77,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(args: argparse.Namespace, loopback: tuple[str, ...]) -> list[str]:
+    """The Host names to serve, checked: --allowed_hosts, else loopback and --host itself
+    (unless --host listens on every address, which has no one name)."""
+    if args.allowed_hosts is None:
+        hosts = list(loopback)
+        if args.host not in ("", "0.0.0.0", "::") and not is_loopback(args.host):
+            hosts.append(f"[{args.host}]" if ":" in args.host else args.host)
+        return hosts
+    for pattern in args.allowed_hosts:
+        name = pattern.removeprefix("*.") if pattern != "*" else "x"
+        if not name or any(c in name for c in "*/ \t@?#") or (":" in name and not
+                                                              name.startswith("[")):
+            raise LanternError(f"--allowed_hosts takes host names without a port ('localhost', "
+                               f"'[::1]', '*.example.com' or '*'; got {pattern!r})")
+    return [pattern.lower() for pattern in args.allowed_hosts]
+
+
 def check_address(host: str, port: int) -> None:
     """Fail with one line, before loading any model, when the address cannot be listened on."""
     try:
@@ -89,6 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from lantern.device import pick_device
     from lantern.serve import ModelRegistry, ServeLimits, create_app, load_served_model
+    from lantern.serve.app import LOOPBACK_HOSTS
     from lantern.serve.metrics import ServerMetrics
 
     if not 0 <= args.port <= 65535:
@@ -98,15 +120,18 @@ def run_serve(args: argparse.Namespace) -> int:
         raise LanternError("--api_key (or $LANTERN_API_KEY) must not be empty")
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens,
                          max_n=args.max_n, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    hosts = allowed_hosts(args, LOOPBACK_HOSTS)
     specs = model_specs(args)
     check_address(args.host, args.port)
     device = pick_device(args.device)
     metrics = ServerMetrics()
     served = [load_served_model(name, path, device, limits, metrics) for name, path in specs]
-    app = create_app(ModelRegistry(served), limits, api_key, metrics)
+    app = create_app(ModelRegistry(served), limits, api_key, metrics, hosts)
     if not is_loopback(args.host):
         print(f"lantern: warning: listening on {args.host}, reachable from other machines"
-              + ("" if api_key else " by anyone (no --api_key)"), file=sys.stderr)
+              + ("" if api_key else " by anyone (no --api_key)")
+              + f"; requests must name one of: {', '.join(hosts)} (--allowed_hosts)",
+              file=sys.stderr)
     for m in served:
         print(f"serving {m.name!r} from {m.path} ({m.context_length}-token context)", file=sys.stderr)
     print(f"playground and API on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)

@@ -50,8 +50,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--reinject_input", action="store_true", default=None,
                        help="re-inject each block's input at every recurrence [off]")
     model.add_argument("--init_from",
-                       help="start from a Hugging Face checkpoint directory (its weights and "
-                       "tokenizer) [random initial weights]")
+                       help="start from a pretrained model, with its weights and tokenizer: a "
+                       "GGUF file, a known name (lantern pull --list) or a transformers directory "
+                       "[random initial weights]")
     model.add_argument("--depth_schedule",
                        help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
                        "[the model's steps_per_block]")

@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 from lantern.config import PRESET_DESCRIPTIONS
+from lantern.errors import LanternError
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -39,6 +41,8 @@ def add_parser(subparsers) -> None:
                         "(the held-out split always draws so)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--output", required=True, help="JSONL file to write")
+    q.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace an existing --output")
     q.set_defaults(run=run_problems)
 
     h = sub.add_parser("host", help="train a LANTERN host with <think> and a latent slot",
@@ -91,7 +95,8 @@ def add_parser(subparsers) -> None:
     c.add_argument("--data", help="1a: a text file [built-in story corpus]; 1b: problems JSONL")
     c.add_argument("--init", help="start from this checkpoint (1b: the 1a best) [fresh]")
     c.add_argument("--layer", type=int, help="hidden-state layer, -1 = final [-1]")
-    c.add_argument("--window", type=int, help="tokens per 1a text window [64]")
+    c.add_argument("--window", type=int,
+                   help="tokens per 1a text window [64, or the host's context if shorter]")
     c.add_argument("--seed", type=int, help="[0]")
     c.add_argument("--device", help="[cpu]")
     c.add_argument("--overwrite", action="store_true", default=None,
@@ -165,6 +170,8 @@ def add_parser(subparsers) -> None:
     e.add_argument("--eval_supervision_steps", type=int, help="TRM steps at most [its N_sup]")
     e.add_argument("--bootstrap", type=int, help="bootstrap resamples [1000]")
     e.add_argument("--seed", type=int, help="[0]")
+    e.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing --output report and its plot")
     e.add_argument("--device", help="[cpu]")
     e.set_defaults(run=run_eval)
 
@@ -193,6 +200,10 @@ def add_parser(subparsers) -> None:
 def run_problems(args: argparse.Namespace) -> int:
     from lantern.trm.problems import synthetic_problems, write_problems
 
+    if Path(args.output).is_dir():
+        raise LanternError(f"--output {args.output} is a directory; give a file path")
+    if Path(args.output).exists() and not args.overwrite:  # before any work
+        raise LanternError(f"{args.output} already exists; pass --overwrite to replace it")
     problems = synthetic_problems(args.task, args.digits, args.num_samples, args.split, args.reverse,
                                   args.seed, args.distinct)
     write_problems(args.output, problems)

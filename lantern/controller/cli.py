@@ -73,7 +73,7 @@ def adaptive_generator(args: argparse.Namespace, model: LANTERNModel, tokenizer:
 
         def collect(row: int, piece: str) -> None:
             texts[row] += piece
-            if on_text is not None:
+            if on_text is not None and not args.show_think:  # streamed text has no THINK
                 on_text(row, piece)
 
         result = controller.generate(prompt_ids, tokenizer=tokenizer, stop_ids=stop_ids,
@@ -86,6 +86,8 @@ def adaptive_generator(args: argparse.Namespace, model: LANTERNModel, tokenizer:
             if args.show_think:
                 tokens = result.visible_tokens(row, None, show_think=True)
                 text = tokenizer.decode([t for t in tokens if t not in stop_ids])
+                if on_text is not None:
+                    on_text(row, text)
             reason = result.stop_reasons[row]
             ended = reason == "stop_token"
             completions.append(Completion(prompts[row], text, len(trace) - ended, seconds, reason))

@@ -220,11 +220,13 @@ class GenerationController:
         tokenizer: Tokenizer | None = None,
         stop_ids: Collection[int] = (),
         on_text: Callable[[int, str], None] | None = None,
+        between_tokens: Callable[[], None] | None = None,
     ) -> GenerationResult:
         """Continue each prompt (a (B, L) tensor, or lists of ids of any lengths). With `targets`
         (B, T), score that text instead: the given tokens are fed back (no THINK) and each trace
         entry carries its loss. With a tokenizer, stop strings end a row and `on_text(row,
-        piece)` streams its text."""
+        piece)` streams its text. `between_tokens()` runs before each step after the first (a
+        server lets other work use the model there)."""
         cfg, uc = self.config, self.uncertainty
         prompts = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
         if not prompts or any(len(p) == 0 for p in prompts):
@@ -276,10 +278,15 @@ class GenerationController:
 
         forward = self._forward(thinking)
         reasons = ["length"] * batch
+
+        def before_step() -> None:
+            _sync(thinking, decoder.handles, index_of, row_thinking)
+            if between_tokens is not None:
+                between_tokens()
+
         try:
             for index, event in run_policies(decoder, handles, policies, forward, choose,
-                                             before_step=lambda: _sync(thinking, decoder.handles,
-                                                                       index_of, row_thinking)):
+                                             before_step=before_step):
                 if on_text is not None and event.text:
                     on_text(index, event.text)
                 if event.finished:

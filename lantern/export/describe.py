@@ -37,9 +37,9 @@ def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def gguf_summary(path: str | Path) -> dict[str, Any]:
-    """A GGUF file's architecture, shape, tokenizer and tensor types; a damaged file is one
-    clear error (llama.cpp itself is never handed a file this reader rejects)."""
+def open_gguf(path: str | Path):
+    """A `gguf.GGUFReader` on `path`, or one clear error for a missing, foreign or damaged
+    file (llama.cpp and the importer are never handed a file this rejects)."""
     from gguf import GGUFReader
 
     path = Path(path)
@@ -56,6 +56,13 @@ def gguf_summary(path: str | Path) -> dict[str, Any]:
     end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
     if end > path.stat().st_size or not reader.tensors:
         raise LanternError(f"{path} is a damaged GGUF file (its tensor data is cut short)")
+    return reader
+
+
+def gguf_summary(path: str | Path) -> dict[str, Any]:
+    """A GGUF file's architecture, shape, tokenizer and tensor types."""
+    path = Path(path)
+    reader = open_gguf(path)
 
     def field(name: str, default: Any = None) -> Any:
         f = reader.fields.get(name)

@@ -27,7 +27,7 @@ def is_gguf(path: str | Path) -> bool:
 
 def refuse_pytorch_only(args: argparse.Namespace) -> None:
     flags = [f"--{n}" for n in ("adaptive", "steps_per_block", "tokenizer", "batch_size")
-             if getattr(args, n, None) not in (None, False)]
+             if getattr(args, n, None) is not None and getattr(args, n) is not False]  # 0 is given
     if getattr(args, "num_beams", 1) != 1:
         flags.append("--num_beams")
     if flags:

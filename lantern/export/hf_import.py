@@ -2,8 +2,7 @@
 
 The inverse of `hf_export`: each layer becomes one LANTERN block (steps_per_block 1), so a
 LANTERN export at any depth comes back as the same function. Anything LANTERN cannot compute
-exactly is refused, naming the setting; a norm epsilon that differs from LANTERN's is a
-warning (the outputs differ only in rounding).
+exactly is refused, naming the setting; the norm epsilon travels into the config (`norm_eps`).
 """
 
 from __future__ import annotations
@@ -57,11 +56,6 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise LanternError(f"{directory} holds no weights (*.safetensors or pytorch_model.bin)")
 
 
-def check_eps(eps: float, lantern_eps: float, name: str) -> None:
-    if abs(eps - lantern_eps) > 1e-12:
-        warn(f"{name} {eps:g} differs from LANTERN's {lantern_eps:g}; outputs differ slightly")
-
-
 def llama_config(c: dict[str, Any]) -> LANTERNConfig:
     if c.get("hidden_act", "silu") != "silu":
         raise LanternError(f"hidden_act {c['hidden_act']!r} cannot be imported; silu (SwiGLU) can")
@@ -73,7 +67,6 @@ def llama_config(c: dict[str, Any]) -> LANTERNConfig:
     if c.get("head_dim") not in (None, c["hidden_size"] // heads):
         raise LanternError(f"head_dim {c['head_dim']} is not hidden_size / num_attention_heads; "
                            "LANTERN needs it to be")
-    check_eps(float(c.get("rms_norm_eps", 1e-6)), 1e-6, "rms_norm_eps")
     window = c.get("sliding_window") if c["model_type"] == "mistral" else None
     context = c.get("max_position_embeddings", 2048)
     return LANTERNConfig(
@@ -82,6 +75,7 @@ def llama_config(c: dict[str, Any]) -> LANTERNConfig:
         num_blocks=c["num_hidden_layers"], mlp_hidden_size=c["intermediate_size"], mlp="swiglu",
         norm="rmsnorm", position="rope",
         rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
+        norm_eps=float(c.get("rms_norm_eps", 1e-6)),
         bias=bool(c.get("attention_bias") or c.get("mlp_bias")),
         tie_embeddings=bool(c.get("tie_word_embeddings", False)),
         attention_window=window if window and window < context else None,
@@ -96,11 +90,11 @@ def gpt2_config(c: dict[str, Any]) -> LANTERNConfig:
         raise LanternError(f"activation_function {act!r} cannot be imported; tanh GELU can")
     if c.get("scale_attn_by_inverse_layer_idx") or not c.get("scale_attn_weights", True):
         raise LanternError("GPT-2 attention scaling other than 1/sqrt(head size) cannot be imported")
-    check_eps(float(c.get("layer_norm_epsilon", 1e-5)), 1e-5, "layer_norm_epsilon")
     return LANTERNConfig(
         vocab_size=c["vocab_size"], context_length=c["n_positions"], hidden_size=c["n_embd"],
         num_heads=c["n_head"], num_blocks=c["n_layer"], mlp_hidden_size=c.get("n_inner"),
         mlp="gelu", norm="layernorm", position="learned", bias=True,
+        norm_eps=float(c.get("layer_norm_epsilon", 1e-5)),
         tie_embeddings=bool(c.get("tie_word_embeddings", True)),
     )
 

@@ -42,7 +42,7 @@ def special_tokens(tokenizer: Tokenizer) -> list[str]:
 def to_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     """The `tokenizers` object that encodes every text to the same ids as `tokenizer`."""
     if isinstance(tokenizer, HFTokenizerAdapter):
-        return HFTokenizer.from_str(tokenizer.to_json())
+        return HFTokenizer.from_str(tokenizer.hf.to_str())
     if not isinstance(tokenizer, CharTokenizer):
         raise LanternError(
             f"a {tokenizer.kind} tokenizer has no Hugging Face tokenizer file; char, BPE and "

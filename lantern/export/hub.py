@@ -25,12 +25,19 @@ def files_to_upload(path: str | Path) -> tuple[Path, list[str] | None]:
     named the way `--compressor_checkpoint` takes it: `comp/stage1b_best`)."""
     path = Path(path)
     if path.is_dir():
+        if not any(p.is_file() and not p.name.startswith(".") for p in path.rglob("*")):
+            raise LanternError(f"nothing to upload: {path} holds no files")
         return path, None
     if path.is_file():
         return path.parent, [path.name]
     pair = [path.with_name(path.name + suffix) for suffix in (".safetensors", ".json")]
-    if all(f.is_file() for f in pair):
+    present = [f for f in pair if f.is_file()]
+    if len(present) == 2:
         return path.parent, [f.name for f in pair]
+    if present:
+        [missing] = [f for f in pair if not f.is_file()]
+        raise LanternError(f"not found: {path} ({present[0].name} is there but not "
+                           f"{missing.name}: half a checkpoint)")
     raise LanternError(f"not found: {path}")
 
 

@@ -23,6 +23,7 @@ import torch
 
 from lantern.errors import LanternError
 from lantern.generation.logits_process import apply_rules
+from lantern.generation.sampling import draw
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.streaming import TextStream
 from lantern.models.attention import KVCache
@@ -50,6 +51,7 @@ class Decoder:
         self.cache: KVCache | None = None
         self.handles: list[int] = []
         self.history: list[list[int]] = []
+        self.prompt_logits: dict[int, torch.Tensor] = {}  # of the rows the last `add` scored
         self._logits: torch.Tensor | None = None
         self._next_handle = 0
         self.device = model.get_embedding_matrix().device
@@ -72,22 +74,24 @@ class Decoder:
     def _encode(
         self, prompts: Sequence[Sequence[int]], embeds: torch.Tensor | None = None
     ) -> tuple[KVCache, torch.Tensor]:
-        """Prefill rows of equal length into a fresh cache; their last-position logits."""
+        """Prefill rows of equal length into a fresh cache; their hidden states (rows, L, C)."""
         cache = self._new_cache(len(prompts))
         ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=self.device)
-        h = self.model.hidden(ids, self.steps, cache, inputs_embeds=embeds)
-        return cache, self.model.head(h[:, -1]).float()
+        return cache, self.model.hidden(ids, self.steps, cache, inputs_embeds=embeds)
 
     @torch.inference_mode()
     def add(
         self,
         prompts: Sequence[Sequence[int]],
         inputs_embeds: Sequence[torch.Tensor | None] | None = None,
+        score: Collection[int] = (),
     ) -> list[int]:
         """Prefill new rows (prompts of one length are encoded together) and append them to the
         batch; returns their handles, in prompt order (`handles` gives the batch order).
         `inputs_embeds[i]` (L_i, C) replaces prompt i's token embeddings (a latent slot); a
-        later slide re-embeds that row from its token ids."""
+        later slide re-embeds that row from its token ids. For each prompt index in `score`,
+        `prompt_logits[handle]` then holds its logits at every position (L, V), from the same
+        prefill (the head runs on every position of those rows only)."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise LanternError("every prompt needs at least one token")
         embeds = list(inputs_embeds) if inputs_embeds is not None else [None] * len(prompts)
@@ -102,9 +106,14 @@ class Decoder:
             groups.setdefault((len(p), embeds[i] is not None), []).append(i)
         handles = list(range(self._next_handle, self._next_handle + len(prompts)))
         self._next_handle += len(prompts)
+        self.prompt_logits = {}
         for (_, embedded), members in groups.items():
             stacked = torch.stack([embeds[i] for i in members]) if embedded else None
-            cache, logits = self._encode([prompts[i] for i in members], stacked)
+            cache, h = self._encode([prompts[i] for i in members], stacked)
+            logits = self.model.head(h[:, -1]).float()
+            for row, i in enumerate(members):
+                if i in score:
+                    self.prompt_logits[handles[i]] = self.model.head(h[row]).float()
             if self.cache is None or self.num_rows == 0:
                 self.cache, self._logits = cache, logits
             else:
@@ -189,6 +198,31 @@ class Decoder:
 
 
 @dataclass
+class PromptScores:
+    """How likely the model finds a prompt: each token's log-probability given the tokens before
+    it, with the top alternatives there. The first token has nothing before it: None for both."""
+
+    tokens: list[int]
+    logprobs: list[float | None]
+    top_logprobs: list[list[tuple[int, float]] | None]
+    finished: bool = False  # a row that only scores its prompt ends here
+    stop_reason: str | None = None
+
+
+def score_prompt(logits: torch.Tensor, prompt_ids: Sequence[int], top_logprobs: int = 0) -> PromptScores:
+    """The scores of `prompt_ids` from its logits at every position (L, V), which `Decoder.add`
+    keeps for the prompts it is asked to score; the model's own distribution (no sampling rules)."""
+    logprobs = logits[:-1].float().log_softmax(dim=-1)  # position i predicts token i + 1
+    following = torch.tensor(list(prompt_ids[1:]), dtype=torch.long, device=logprobs.device)
+    chosen = logprobs.gather(1, following[:, None])[:, 0].tolist()
+    tops: list[list[tuple[int, float]] | None] = [[] for _ in chosen]
+    if top_logprobs and chosen:
+        values, ids = logprobs.topk(min(top_logprobs, logprobs.shape[-1]), dim=-1)
+        tops = [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    return PromptScores(list(prompt_ids), [None, *chosen], [None, *tops])
+
+
+@dataclass
 class TokenEvent:
     """One generated token of one sequence, as a front shows it."""
 
@@ -235,6 +269,7 @@ class RowPolicy:
             self.counts = torch.zeros((1, vocab_size), dtype=torch.long, device=device)
             ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
             self.counts.scatter_add_(1, ids, torch.ones_like(ids))
+        self.untrained = untrained_mask(tokenizer, prompt_ids, vocab_size, device)
         self.tokens: list[int] = []
         self.finished = False
         self.stop_reason: str | None = None
@@ -244,11 +279,10 @@ class RowPolicy:
         """The next token from this row's last-position logits (V,)."""
         logits = logits.float()[None]
         self._logprobs = logits.log_softmax(dim=-1)[0]
+        if self.untrained is not None:
+            logits = logits.masked_fill(self.untrained, float("-inf"))
         filtered = apply_rules(self.rules, logits, self.counts)
-        if self.greedy:
-            return int(filtered.argmax(dim=-1))
-        probs = filtered.softmax(dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return int(draw(filtered, self.greedy, self.generator))
 
     def accept(self, token: int) -> TokenEvent:
         """Take `token` as this row's next one; what a front should show of it."""
@@ -277,6 +311,22 @@ class RowPolicy:
         if self.text is not None:
             event.text += self.text.finish()
         return event
+
+
+def untrained_mask(tokenizer: Tokenizer | None, prompt_ids: Sequence[int], vocab_size: int,
+                   device: torch.device | str) -> torch.Tensor | None:
+    """(1, V) True where a token is never sampled: the training data never used it (a character
+    vocabulary's byte fallback, which alone decodes to "\ufffd") and the prompt does not hold it
+    (a prompt with a character outside the vocabulary may need its bytes). None: nothing to mask."""
+    if tokenizer is None:
+        return None
+    ids = set(tokenizer.untrained_ids()).difference(prompt_ids)
+    ids = [i for i in ids if i < vocab_size]
+    if not ids:
+        return None
+    mask = torch.zeros((1, vocab_size), dtype=torch.bool, device=device)
+    mask[0, ids] = True
+    return mask
 
 
 def make_policies(

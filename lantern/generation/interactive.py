@@ -16,7 +16,7 @@ import torch
 from lantern.errors import LanternError
 from lantern.generation.engine import TextEngine
 from lantern.generation.prompts import chat_prompt, fit_context
-from lantern.generation.settings import GenerationConfig
+from lantern.generation.settings import GenerationConfig, check_seed
 
 HELP = """Commands:
   /temp <value>   temperature (0 = greedy)
@@ -134,6 +134,7 @@ class InteractiveSession:
         self.settings = dataclasses.replace(self.settings, max_new_tokens=value)
 
     def set_seed(self, field: str, value: int) -> None:
+        check_seed(value, "/seed")
         self.reseed(value)
 
     def answer(self, message: str) -> None:

@@ -57,13 +57,18 @@ class FrequencyPenalty(LogitsRule):
 
 
 class Temperature(LogitsRule):
-    """Divide by the temperature: < 1 sharpens the distribution, > 1 flattens it."""
+    """Divide by the temperature: < 1 sharpens the distribution, > 1 flattens it.
+
+    Each row is first shifted so that its best logit is 0 (the distribution is the same): a
+    tiny temperature then sends the other tokens to -inf, as its limit does, and never the best
+    one to +inf."""
 
     def __init__(self, temperature: float) -> None:
         self.temperature = temperature
 
     def __call__(self, logits: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
-        return logits / self.temperature
+        top = logits.amax(dim=-1, keepdim=True)
+        return (logits - torch.where(top.isfinite(), top, 0.0)) / self.temperature
 
 
 class TopK(LogitsRule):

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from lantern.errors import LanternError
 from lantern.generation.sampling import SamplingConfig
 
+# What a row's random generator takes (torch's seed range is wider; this is OpenAI's): row i
+# draws with seed + i, which stays within torch's range for any number of rows.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+def check_seed(seed: int | None, name: str = "--seed") -> None:
+    low, high = SEED_RANGE
+    if seed is not None and not low <= seed <= high:
+        raise LanternError(f"{name} must be in [-2**63, 2**63 - 1] (got {seed})")
+
 
 @dataclass
 class GenerationConfig(SamplingConfig):
@@ -38,6 +48,7 @@ class GenerationConfig(SamplingConfig):
             raise LanternError(f"--num_beams must be positive (got {self.num_beams})")
         if not math.isfinite(self.length_penalty):
             raise LanternError(f"--length_penalty must be a finite number (got {self.length_penalty})")
+        check_seed(self.seed)
         if self.steps_per_block is not None and self.steps_per_block <= 0:
             raise LanternError(f"--steps_per_block must be positive (got {self.steps_per_block})")
         super().__post_init__()  # the sampling values

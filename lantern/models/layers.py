@@ -9,11 +9,13 @@ from torch import nn
 from lantern.config import LANTERNConfig
 from lantern.models.attention import CacheWrite, CausalSelfAttention, KVCache
 
+RMS_NORM_EPS, LAYER_NORM_EPS = 1e-6, 1e-5  # the defaults of configs without norm_eps
+
 
 def make_norm(config: LANTERNConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.hidden_size, eps=1e-6)
-    return nn.LayerNorm(config.hidden_size, bias=config.bias)
+        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps or RMS_NORM_EPS)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps or LAYER_NORM_EPS, bias=config.bias)
 
 
 class MLP(nn.Module):

@@ -1,9 +1,9 @@
 """Adaptive requests (`adaptive: true`): the uncertainty controller picks each token's depth.
 
-They run through `lantern.controller` on the model's thread, between batch steps: the n
-choices of one prompt form one controller batch (as `lantern generate --adaptive
---num_samples n` does; the neediest row sets a step's depth), so they do not join the running
-batch of other requests. Their text streams as it is made. Each choice carries
+They run through `lantern.controller`, taking turns with the batch token by token (the
+scheduler's `run_in_turns`): the n choices of one prompt form one controller batch (as
+`lantern generate --adaptive --num_samples n` does; the neediest row sets a step's depth), so
+they do not join the running batch of other requests. Their text streams as it is made. Each choice carries
 `adaptive_trace`: per generated token its uncertainty score, entropy, depth (steps per block),
 block applications and THINK flag.
 """
@@ -56,27 +56,33 @@ async def adaptive_pieces(job) -> AsyncIterator[Piece]:
     """Text pieces as the controller makes them, then one piece per token with its trace.
 
     The text pieces (not counted) stream live; the trace pieces that follow carry the usage
-    count, the finish reason and `adaptive_trace`, and no text. A client that leaves stops the
-    controller at its next token."""
+    count, the finish reason and `adaptive_trace`, and no text. A client that leaves (or a
+    server that stops) stops the controller at its next token."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     abandoned = threading.Event()
+    scheduler = job.served.scheduler
 
     def emit(index: int, text: str) -> None:
         if abandoned.is_set():
             raise Abandoned
         loop.call_soon_threadsafe(queue.put_nowait, Piece(index, -1, text, False))
 
-    def work() -> None:
+    def work(pass_turn: Callable[[], None]) -> None:
+        def between_tokens() -> None:
+            if abandoned.is_set() or scheduler.stopping.is_set():
+                raise Abandoned
+            pass_turn()
+
         try:
-            result: object = run_adaptive(job, emit)
+            result: object = run_adaptive(job, emit, between_tokens)
         except Abandoned:
             return
         except Exception as exc:  # reported to the request; the server goes on
-            result = RowFailed(f"generation failed: {type(exc).__name__}: {str(exc)[:200]}")
+            result = RowFailed.of(exc)
         loop.call_soon_threadsafe(queue.put_nowait, result)
 
-    job.served.scheduler.run_exclusive(work)
+    scheduler.run_in_turns(work, job.num_choices)
     try:
         while True:
             item = await queue.get()
@@ -92,9 +98,10 @@ async def adaptive_pieces(job) -> AsyncIterator[Piece]:
         abandoned.set()  # a controller still running stops at its next token
 
 
-def run_adaptive(job, emit: Callable[[int, str], None]) -> list[Piece]:
-    """Generate every choice (on the model's thread): `emit(choice, text)` as text becomes
-    final; returns one trace piece per generated token."""
+def run_adaptive(job, emit: Callable[[int, str], None],
+                 between_tokens: Callable[[], None]) -> list[Piece]:
+    """Generate every choice (in the model's turns): `emit(choice, text)` as text becomes final,
+    `between_tokens()` before each step; returns one trace piece per generated token."""
     served: ServedModel = job.served
     tokenizer = served.tokenizer
     out = []
@@ -108,7 +115,8 @@ def run_adaptive(job, emit: Callable[[int, str], None]) -> list[Piece]:
                                           uncertainty_controller=UncertaintyController(*job.adaptive),
                                           config=config)
         result = controller.generate([ids] * job.n, tokenizer=tokenizer, stop_ids=job.stop_ids,
-                                     on_text=lambda row, text, first=first: emit(first + row, text))
+                                     on_text=lambda row, text, first=first: emit(first + row, text),
+                                     between_tokens=between_tokens)
         for i in range(job.n):
             out += _pieces(first + i, result.trace[i], result.stop_reasons[i], job, tokenizer)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from importlib.resources import files
 
@@ -18,9 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lantern.serve import jobs
+from lantern.serve import jobs, openapi
 from lantern.serve.errors import (
     APIError,
     api_error_handler,
@@ -41,19 +43,30 @@ from lantern.serve.schemas import (
     TokenizeRequest,
 )
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names served by default, any port
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # and /static/: the playground asks for the key
 DISCONNECT_POLL_S = 0.25  # how often a waiting non-streamed request checks its client
 ENDPOINTS = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
              "/tokenize", "/detokenize")
 
 
+async def _host_allowed(scope: Scope, _receive: Receive, _send: Send) -> None:
+    scope["lantern.host_allowed"] = True
+
+
 class Gatekeeper:
-    """Pure ASGI middleware, before any parsing: the API key, the body size, and the count of
-    every answer by endpoint and status."""
+    """Pure ASGI middleware, before any parsing: the Host header, the API key, the body size,
+    and the count of every answer by endpoint and status.
+
+    The Host header is checked (by Starlette's TrustedHostMiddleware) so that a web page on
+    another origin cannot reach a server without an API key through DNS rebinding: its requests
+    carry the attacker's host name."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> None:
         self.app, self.api_key, self.max_body_bytes, self.metrics = app, api_key, max_body_bytes, metrics
+        self.allowed_hosts = list(allowed_hosts)
+        self.host_check = TrustedHostMiddleware(_host_allowed, self.allowed_hosts, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,7 +82,9 @@ class Gatekeeper:
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            refusal = await self._host_refusal(scope, receive)
+            if refusal is None:
+                refusal = self._refusal(scope)
             if refusal is None:
                 receive, refusal = await self._bounded_body(scope, receive)
             if refusal is not None:
@@ -81,6 +96,18 @@ class Gatekeeper:
             self.metrics.requests.labels(endpoint, status).inc()
             if not status_seen or status_seen[0] >= 400:
                 self.metrics.errors.labels(endpoint, status).inc()
+
+    async def _host_refusal(self, scope: Scope, receive: Receive) -> Response | None:
+        async def discard(_message: Message) -> None:
+            pass
+
+        await self.host_check(scope, receive, discard)
+        if scope.pop("lantern.host_allowed", False):
+            return None
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        return error_response(400, f"the Host header {host!r} is not served here (allowed: "
+                              f"{', '.join(self.allowed_hosts)}); start the server with "
+                              "--allowed_hosts NAME to serve that name")
 
     def _refusal(self, scope: Scope) -> Response | None:
         path = scope["path"]
@@ -125,7 +152,8 @@ class Gatekeeper:
 
 
 def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
-               api_key: str | None = None, metrics: ServerMetrics | None = None) -> FastAPI:
+               api_key: str | None = None, metrics: ServerMetrics | None = None,
+               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
     limits = limits or ServeLimits()
     metrics = metrics or next(iter(registry)).scheduler.metrics
 
@@ -144,7 +172,7 @@ def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(Gatekeeper, api_key=api_key, max_body_bytes=limits.max_body_bytes,
-                       metrics=metrics)
+                       metrics=metrics, allowed_hosts=allowed_hosts)
     static = files("lantern.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -152,22 +180,23 @@ def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
     async def playground() -> Response:
         return Response((static / "index.html").read_text(encoding="utf-8"), media_type="text/html")
 
-    @app.get("/health")
+    @app.get("/health", responses=openapi.responses(openapi.Health, 400, 500))
     async def health() -> dict:
         return {"status": "ok", "models": [m.name for m in registry]}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses=openapi.responses(None, 400, 401, 500, media_type="text/plain"))
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=openapi.responses(openapi.ModelList, 400, 401, 500))
     async def models() -> dict:
         return {"object": "list", "data": [
             {"id": m.name, "object": "model", "created": m.created, "owned_by": "lantern",
              "context_length": m.context_length, "max_depth": m.max_depth,
              "vocab_size": m.tokenizer.vocab_size} for m in registry]}
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", responses=openapi.responses(openapi.Tokens, 400, 401, 404, 413, 500))
     async def tokenize(body: TokenizeRequest) -> dict:
         tokenizer = registry.get(body.model).tokenizer
         ids = tokenizer.encode(body.content)
@@ -175,7 +204,7 @@ def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
             return {"tokens": ids}
         return {"tokens": [{"id": i, "piece": tokenizer.decode([i])} for i in ids]}
 
-    @app.post("/detokenize")
+    @app.post("/detokenize", responses=openapi.responses(openapi.Text, 400, 401, 404, 413, 500))
     async def detokenize(body: DetokenizeRequest) -> dict:
         tokenizer = registry.get(body.model).tokenizer
         bad = [i for i in body.tokens if i >= tokenizer.vocab_size]
@@ -184,13 +213,15 @@ def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
                            f"{tokenizer.vocab_size})", param="tokens")
         return {"content": tokenizer.decode(body.tokens)}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=openapi.responses(
+        openapi.Completion, 400, 401, 404, 413, 429, 500, stream=True))
     async def completions(body: CompletionRequest, request: Request):
         served = registry.get(body.model)
         job = jobs.prepare_completion(body, served, limits)
         return await _answer(job, body.stream, jobs.completion_body, request)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=openapi.responses(
+        openapi.ChatCompletion, 400, 401, 404, 413, 429, 500, stream=True))
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         served = registry.get(body.model)
         job = jobs.prepare_chat(body, served, limits)
@@ -236,5 +267,6 @@ def create_app(registry: ModelRegistry, limits: ServeLimits | None = None,
                 yield {"data": json.dumps(error_body(500, str(exc)))}
         yield {"data": "[DONE]"}
 
+    app.openapi = lambda: openapi.schema(app)  # what fuzzers and client generators read
     app.state.registry, app.state.limits, app.state.metrics = registry, limits, metrics
     return app

@@ -44,14 +44,17 @@ def error_response(status: int, message: str, param: str | None = None,
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
-    """The first validation problem as one line, and the field it concerns."""
+    """The first validation problem as one line, and the field it concerns. Of a union's
+    members, one the value has the type of speaks first ("at most 16 items", not "should be a
+    valid string" for a list)."""
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    first = errors[0]
+    first = next((e for e in errors if not str(e.get("type", "")).endswith("_type")), errors[0])
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     # pydantic names the union member tried ("str", "list[str]"); users only need the field path.
-    location = [part for part in location if not part.startswith(("list[", "str", "int", "function"))]
+    location = [part for part in location
+                if not part.startswith(("list[", "str", "int", "function", "constrained-"))]
     param = ".".join(location) or None
     kind = first.get("type", "")
     if kind == "json_invalid":
@@ -59,6 +62,8 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     if kind == "extra_forbidden":
         return f"unsupported field {param!r}", param
     if kind == "missing":
+        if param is None:
+            return "the request body is missing; send a JSON object", None
         return f"missing required field {param!r}", param
     message = str(first.get("msg", "invalid value"))
     if message.startswith("Value error, "):
@@ -79,7 +84,9 @@ async def http_error_handler(_request: Request, exc: StarletteHTTPException) -> 
     status = exc.status_code
     message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
         status, str(exc.detail))
-    return error_response(status, message)
+    response = error_response(status, message)
+    response.headers.update(exc.headers or {})  # a 405 names the allowed methods (Allow)
+    return response
 
 
 async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:

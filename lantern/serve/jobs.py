@@ -12,13 +12,14 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
 from lantern.chat_template import render
 from lantern.errors import LanternError
+from lantern.generation.core import PromptScores
 from lantern.generation.prompts import chat_stop_ids, encode_prompt
 from lantern.generation.settings import GenerationConfig
 from lantern.serve.adaptive import adaptive_pieces, check_adaptive
@@ -31,6 +32,7 @@ from lantern.serve.schemas import ChatCompletionRequest, CompletionRequest, Gene
 
 DEFAULT_COMPLETION_TOKENS = 16  # the OpenAI completions default
 DEPTH_FACTOR = 4  # `depth` may reach this many times the trained recursion depth
+Top = list[tuple[int, float]]  # a position's top alternatives: (token, logprob), best first
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Job:
     stop_ids: frozenset[int]
     top_logprobs: int | None  # None: no logprobs
     echo: bool = False
+    prompt_only: bool = False  # max_tokens 0: score the prompt, generate nothing
     adaptive: tuple[float, float, float] | None = None
     include_usage: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
@@ -62,11 +65,18 @@ class Job:
         """Choice i of a request with seed s samples with seed s + i (as `lantern generate`)."""
         return self.seed + index if self.seed is not None else secrets.randbits(62)
 
+    @property
+    def scores_prompt(self) -> bool:
+        """Whether each choice's logprobs begin with its echoed prompt's."""
+        return self.echo and self.top_logprobs is not None
+
     def rows(self) -> list[Row]:
         queue: asyncio.Queue = asyncio.Queue()
         return [Row(index=p * self.n + i, prompt_ids=ids, config=self.config,
                     seed=self.row_seed(p * self.n + i), stop_ids=self.stop_ids, out=queue,
-                    top_logprobs=self.top_logprobs or 0)
+                    top_logprobs=self.top_logprobs or 0,
+                    score_prompt=self.scores_prompt or self.prompt_only,
+                    generate=not self.prompt_only)
                 for p, ids in enumerate(self.prompt_ids) for i in range(self.n)]
 
 
@@ -86,8 +96,11 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, limits: 
                                f"(size {tokenizer.vocab_size})", param="prompt")
             ids = list(prompt)
             texts.append(tokenizer.decode(ids))
-        prompt_ids.append(_fit(ids, served, request.truncate))
-    max_tokens = request.max_tokens or DEFAULT_COMPLETION_TOKENS
+        fitted = _fit(ids, served, request.truncate)
+        if len(fitted) < len(ids):  # echo what the model was given
+            texts[-1] = tokenizer.decode(fitted)
+        prompt_ids.append(fitted)
+    max_tokens = DEFAULT_COMPLETION_TOKENS if request.max_tokens is None else request.max_tokens
     stop_ids = frozenset({tokenizer.eos_id} - {None} if not request.ignore_eos else ())
     return _job(request, served, limits, "completion", prompt_ids, texts, max_tokens, stop_ids,
                 request.logprobs, request.echo)
@@ -138,9 +151,13 @@ def _job(request: GenerationFields, served: ServedModel, limits: ServeLimits, ki
     if request.depth is not None and request.depth > deepest:
         raise APIError(400, f"depth: at most {deepest} steps per block for this model (trained "
                        f"with {served.max_depth}; got {request.depth})", param="depth")
+    if max_tokens == 0 and request.adaptive:
+        raise APIError(400, "max_tokens: 0 only scores the prompt; adaptive: true needs tokens to "
+                       "generate", param="max_tokens")
     try:
-        config = GenerationConfig(
-            max_new_tokens=max_tokens, temperature=request.temperature, top_k=request.top_k or None,
+        config = GenerationConfig(  # a prompt-only row (max_tokens 0) never reaches its policy
+            max_new_tokens=max(1, max_tokens), temperature=request.temperature,
+            top_k=request.top_k or None,
             top_p=request.top_p if request.top_p < 1.0 else None, min_p=request.min_p or None,
             repetition_penalty=request.repetition_penalty,
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
@@ -151,7 +168,7 @@ def _job(request: GenerationFields, served: ServedModel, limits: ServeLimits, ki
         raise APIError(400, str(exc).replace("--", "")) from None
     adaptive = check_adaptive(request, top_logprobs) if request.adaptive else None
     return Job(served, kind, prompt_ids, texts, config, request.n, request.seed, stop_ids,
-               top_logprobs, echo, adaptive, request.include_usage)
+               top_logprobs, echo, max_tokens == 0, adaptive, request.include_usage)
 
 
 # -- events -> pieces -------------------------------------------------------------------------
@@ -172,6 +189,7 @@ class Choice:
     text: str = ""
     pieces: list[Piece] = field(default_factory=list)
     finish_reason: str | None = None
+    prompt: PromptScores | None = None
 
     @property
     def tokens(self) -> int:
@@ -183,6 +201,8 @@ async def collect(job: Job) -> list[Choice]:
     async with aclosing(pieces(job)) as stream:
         async for piece in stream:
             choice = choices[piece.index]
+            if piece.prompt is not None:
+                choice.prompt = piece.prompt
             choice.text += piece.text
             choice.pieces.append(piece)
             if piece.finish_reason is not None:
@@ -200,19 +220,35 @@ def _token_text(job: Job, token: int) -> str:
     return job.served.tokenizer.decode([token])
 
 
-def completion_logprobs(job: Job, pieces_: list[Piece], offset: int) -> dict:
-    """The legacy completions shape: parallel lists, top alternatives as {text: logprob}."""
+def _legacy_logprobs(job: Job, entries: Iterable[tuple[int, float | None, Top | None]],
+                     offset: int) -> dict:
+    """The legacy completions shape: parallel lists, top alternatives as {text: logprob};
+    None where a token has no score (an echoed prompt's first)."""
     out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for p in pieces_:
-        if not p.counted:
-            continue
-        text = _token_text(job, p.token)
+    for token, logprob, top in entries:
+        text = _token_text(job, token)
         out["tokens"].append(text)
-        out["token_logprobs"].append(p.logprob)
-        out["top_logprobs"].append({_token_text(job, t): lp for t, lp in p.top_logprobs})
+        out["token_logprobs"].append(logprob)
+        out["top_logprobs"].append(None if top is None else
+                                   {_token_text(job, t): lp for t, lp in top})
         out["text_offset"].append(offset)
         offset += len(text)
     return out
+
+
+def completion_logprobs(job: Job, pieces_: list[Piece], offset: int) -> dict:
+    return _legacy_logprobs(job, ((p.token, p.logprob, p.top_logprobs) for p in pieces_
+                                  if p.counted), offset)
+
+
+def prompt_logprobs(job: Job, scores: PromptScores) -> dict:
+    """An echoed prompt's logprobs, its text starting at offset 0."""
+    return _legacy_logprobs(job, zip(scores.tokens, scores.logprobs, scores.top_logprobs,
+                                     strict=True), 0)
+
+
+def _joined(first: dict, then: dict) -> dict:
+    return {key: first[key] + then[key] for key in first}
 
 
 def chat_logprobs(job: Job, pieces_: list[Piece]) -> dict:
@@ -232,9 +268,13 @@ def _trace(choice_pieces: list[Piece]) -> list[dict]:
 def completion_body(job: Job, choices: list[Choice]) -> dict:
     def content(i: int, c: Choice) -> dict:
         prefix = job.prompt_texts[i // job.n] if job.echo else ""
-        return {"text": prefix + c.text,
-                "logprobs": completion_logprobs(job, c.pieces, len(prefix))
-                if job.top_logprobs is not None else None}
+        logprobs = None
+        if job.top_logprobs is not None:
+            logprobs = completion_logprobs(job, c.pieces, len(prefix))
+            if job.scores_prompt:
+                assert c.prompt is not None
+                logprobs = _joined(prompt_logprobs(job, c.prompt), logprobs)
+        return {"text": prefix + c.text, "logprobs": logprobs}
 
     return _body(job, choices, f"cmpl-{job.id}", "text_completion", content)
 
@@ -272,13 +312,20 @@ async def stream_chunks(job: Job) -> AsyncIterator[dict]:
         for i in range(job.num_choices):
             yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                         "logprobs": None, "finish_reason": None}]}
-    elif job.echo:
+    elif job.echo and not job.scores_prompt:
         for i in range(job.num_choices):
             offsets[i] = len(job.prompt_texts[i // job.n])
             yield {**head, "choices": [{"index": i, "text": job.prompt_texts[i // job.n],
                                         "logprobs": None, "finish_reason": None}]}
     async with aclosing(pieces(job)) as stream:
         async for p in stream:
+            if p.prompt is not None and job.scores_prompt:  # the echo, once its scores are in
+                offsets[p.index] = len(job.prompt_texts[p.index // job.n])
+                yield {**head, "choices": [{"index": p.index,
+                                            "text": job.prompt_texts[p.index // job.n],
+                                            "logprobs": prompt_logprobs(job, p.prompt),
+                                            "finish_reason": p.finish_reason}]}
+                continue
             completion_tokens += p.counted
             wants_logprobs = job.top_logprobs is not None and p.counted
             if not (p.text or p.finish_reason or wants_logprobs or p.trace):

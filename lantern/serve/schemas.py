@@ -14,9 +14,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from lantern.generation.sampling import MAX_TEMPERATURE, PENALTY_LIMIT, REPETITION_PENALTY_RANGE
+from lantern.generation.settings import SEED_RANGE
+
 Number = Annotated[float, Field(strict=False, allow_inf_nan=False)]
 TokenId = Annotated[StrictInt, Field(ge=0)]
 MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 1000  # characters in one stop string
+StopString = Annotated[StrictStr, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 MAX_TOP_LOGPROBS = 20
 
 
@@ -33,16 +38,17 @@ class GenerationFields(StrictModel):
 
     model: StrictStr | None = None
     max_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: Number = Field(1.0, ge=0.0, le=100.0)
+    temperature: Number = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: Number = Field(1.0, gt=0.0, le=1.0)
     top_k: StrictInt | None = Field(None, ge=0)
     min_p: Number | None = Field(None, ge=0.0, le=1.0)
-    stop: StrictStr | list[StrictStr] | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
     n: StrictInt = Field(1, ge=1)
-    seed: StrictInt | None = None
-    presence_penalty: Number = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: Number = Field(0.0, ge=-2.0, le=2.0)
-    repetition_penalty: Number = Field(1.0, gt=0.0, le=10.0)
+    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    presence_penalty: Number = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
+    frequency_penalty: Number = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
+    repetition_penalty: Number = Field(1.0, ge=REPETITION_PENALTY_RANGE[0],
+                                       le=REPETITION_PENALTY_RANGE[1])
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     depth: StrictInt | None = Field(None, ge=1)
@@ -55,11 +61,6 @@ class GenerationFields(StrictModel):
 
     @model_validator(mode="after")
     def _check(self):
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings")
-        if any(not s for s in stops):
-            raise ValueError("stop: stop strings must not be empty")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options: only allowed with stream: true")
         taus = (self.tau_low, self.tau_mid, self.tau_high)
@@ -77,7 +78,11 @@ class GenerationFields(StrictModel):
 
 
 class CompletionRequest(GenerationFields):
+    """`echo` with `logprobs` scores the prompt too (as evaluation harnesses ask);
+    `max_tokens: 0` with `echo` only scores it."""
+
     prompt: StrictStr | list[StrictStr] | list[TokenId] | list[list[TokenId]]
+    max_tokens: StrictInt | None = Field(None, ge=0)
     logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: StrictBool = False
 
@@ -85,8 +90,8 @@ class CompletionRequest(GenerationFields):
     def _check_prompt(self):
         if isinstance(self.prompt, list) and not self.prompt:
             raise ValueError("prompt: give at least one prompt")
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo: echo together with logprobs is not supported")
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens: 0 generates nothing; it is only allowed with echo: true")
         return self
 
     def prompts(self) -> list[str | list[int]]:

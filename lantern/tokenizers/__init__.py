@@ -9,7 +9,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from lantern.errors import LanternError
 from lantern.tokenizers.base import SPECIAL_TOKENS, Tokenizer
-from lantern.tokenizers.bpe import HFTokenizerAdapter
+from lantern.tokenizers.bpe import EXTRAS_KEY, HFTokenizerAdapter
 from lantern.tokenizers.char import BYTE_TOKENS, CharTokenizer
 from lantern.tokenizers.char import FORMAT as CHAR_FORMAT
 from lantern.tokenizers.tiktoken_adapter import FORMAT as TIKTOKEN_FORMAT
@@ -44,11 +44,16 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     if data.get("format") == TIKTOKEN_FORMAT:
         return TiktokenTokenizer(str(data.get("encoding", "gpt2")))
     if isinstance(data.get("model"), dict) and "type" in data["model"]:
+        extras = data.pop(EXTRAS_KEY, None)
+        if not isinstance(extras, dict | None):
+            raise LanternError(f"tokenizer file: {EXTRAS_KEY!r} is not a JSON object")
         try:
-            hf = HFTokenizer.from_str(text)
+            hf = HFTokenizer.from_str(text if extras is None else json.dumps(data))
         except Exception as exc:  # the Rust side raises plain Exceptions
             raise LanternError(f"cannot read Hugging Face tokenizer: {exc}") from None
-        return HFTokenizerAdapter(hf, kind=str(data["model"]["type"]).lower())
+        extras = extras or {}
+        return HFTokenizerAdapter(hf, kind=str(data["model"]["type"]).lower(),
+                                  roles=extras.get("roles"), chat_template=extras.get("chat_template"))
     raise LanternError("tokenizer file is not a LANTERN or Hugging Face tokenizer")
 
 

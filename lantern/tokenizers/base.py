@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import numpy as np
 
 from lantern.chat_template import CHAT_TAGS
 from lantern.errors import LanternError
@@ -14,6 +17,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, THINK, *CHAT_TAGS)
 # LANTERN's own name wins where a vocabulary has both.
 EOS_NAMES = (EOS, "</s>", "<|endoftext|>", "<|end_of_text|>")
 BOS_NAMES = (BOS, "<s>", "<|begin_of_text|>")
+# Roles a vocabulary can name by id (a GGUF's tokenizer.ggml.*_token_id); they win over names.
+ROLES = ("bos", "eos", "eot", "pad")
 
 
 def check_text(text: str) -> None:
@@ -35,6 +40,7 @@ class Tokenizer(ABC):
     """Text <-> token ids. Special tokens are single ids and are never split."""
 
     kind: str
+    roles: Mapping[str, int] = MappingProxyType({})  # role -> id, from the vocabulary's own metadata
 
     @property
     @abstractmethod
@@ -58,11 +64,17 @@ class Tokenizer(ABC):
 
     @property
     def eos_id(self) -> int | None:
-        return self._first_known(EOS_NAMES)
+        return self.roles.get("eos", self._first_known(EOS_NAMES))
 
     @property
     def bos_id(self) -> int | None:
-        return self._first_known(BOS_NAMES)
+        return self.roles.get("bos", self._first_known(BOS_NAMES))
+
+    @property
+    def end_of_turn_id(self) -> int | None:
+        """The token that ends a chat turn, where the vocabulary names one apart from eos
+        (Llama 3's `<|eot_id|>`)."""
+        return self.roles.get("eot")
 
     def _first_known(self, names: Sequence[str]) -> int | None:
         for name in names:
@@ -73,11 +85,21 @@ class Tokenizer(ABC):
 
     @property
     def pad_id(self) -> int | None:
-        return self.token_to_id(PAD)
+        return self.roles.get("pad", self.token_to_id(PAD))
 
     @property
     def think_id(self) -> int | None:
         return self.token_to_id(THINK)
+
+    def untrained_ids(self) -> list[int]:
+        """Ids the training data never used, which generation never samples unless the prompt
+        holds them (a character vocabulary's byte fallback; none for other kinds)."""
+        return []
+
+    def note_training_tokens(self, tokens: np.ndarray) -> None:
+        """Remember which of `untrained_ids` a run's training tokens do use after all (a
+        vocabulary reused on text with new characters); other kinds have nothing to note."""
+        return None
 
     def special_ids(self) -> set[int]:
         ids = (self.token_to_id(t) for t in SPECIAL_TOKENS)

@@ -7,14 +7,18 @@ split.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lantern.errors import LanternError
-from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer, check_text
+from lantern.tokenizers.base import ROLES, SPECIAL_TOKENS, UNK, Tokenizer, check_text
 
+# The key under which LANTERN keeps what `tokenizers` JSON has no place for: role ids and the
+# chat template an imported vocabulary came with. `tokenizer_from_json` removes it again.
+EXTRAS_KEY = "lantern"
 MIN_BPE_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + the 256 byte symbols
 
 
@@ -34,11 +38,26 @@ def _byte_level(model) -> HFTokenizer:
 
 
 class HFTokenizerAdapter(Tokenizer):
-    """Any Hugging Face `tokenizers` tokenizer (BPE, Unigram, ...) behind LANTERN's interface."""
+    """Any Hugging Face `tokenizers` tokenizer (BPE, Unigram, ...) behind LANTERN's interface.
 
-    def __init__(self, tokenizer: HFTokenizer, kind: str = "bpe") -> None:
+    `roles` (bos, eos, eot, pad ids) and `chat_template` are what an imported vocabulary states
+    about itself (GGUF metadata); a tokenizer LANTERN trained has neither and finds its markers
+    by name.
+    """
+
+    def __init__(self, tokenizer: HFTokenizer, kind: str = "bpe", roles: Mapping[str, int] | None = None,
+                 chat_template: str | None = None) -> None:
         self.hf = tokenizer
         self.kind = kind
+        unknown = sorted(set(roles or {}) - set(ROLES))
+        if unknown:
+            raise LanternError(f"unknown token roles {unknown}; known: {', '.join(ROLES)}")
+        size = self.vocab_size
+        for role, token_id in (roles or {}).items():
+            if type(token_id) is not int or not 0 <= token_id < size:
+                raise LanternError(f"the {role} token id {token_id} is outside the vocabulary (size {size})")
+        self.roles = dict(roles or {})
+        self.chat_template = chat_template
 
     @classmethod
     def train_bpe(
@@ -112,4 +131,8 @@ class HFTokenizerAdapter(Tokenizer):
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def to_json(self) -> str:
-        return self.hf.to_str()
+        text = self.hf.to_str()
+        if not self.roles and self.chat_template is None:
+            return text
+        extras = {"roles": self.roles, "chat_template": self.chat_template}
+        return json.dumps({**json.loads(text), EXTRAS_KEY: extras}, ensure_ascii=False)

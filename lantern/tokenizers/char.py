@@ -39,12 +39,17 @@ class CharTokenizer(Tokenizer):
     A character outside the vocabulary is encoded as the byte tokens of its UTF-8 form, so any
     text round-trips. Vocabularies saved before byte fallback existed load without it and
     keep their old behaviour: unknown characters become `<unk>`.
+
+    The vocabulary comes from the training text, so its byte tokens occur there only when a run
+    reuses it on text with new characters; `seen_bytes` holds those bytes (saved as
+    `byte_tokens_seen`; a file without the key saw none). The others are `untrained_ids`: a
+    model never learned when to emit them, and one alone decodes to "\ufffd".
     """
 
     kind = "char"
 
     def __init__(self, chars: Sequence[str], special_tokens: Sequence[str] = SPECIAL_TOKENS,
-                 byte_fallback: bool = True):
+                 byte_fallback: bool = True, seen_bytes: Iterable[int] = ()):
         self.tokens = list(special_tokens) + [c for c in chars if c not in special_tokens]
         self._byte_start = len(self.tokens)
         self.byte_fallback = byte_fallback
@@ -54,6 +59,7 @@ class CharTokenizer(Tokenizer):
         self._specials = set(special_tokens)
         self._pattern = special_pattern(special_tokens)  # this vocabulary's own specials
         self._unk = self._ids[UNK]
+        self.seen_bytes = set(seen_bytes) if byte_fallback else set()
 
     @classmethod
     def train(cls, texts: Iterable[str], byte_fallback: bool = True) -> CharTokenizer:
@@ -70,6 +76,17 @@ class CharTokenizer(Tokenizer):
 
     def token_to_id(self, token: str) -> int | None:
         return self._ids.get(token)
+
+    def untrained_ids(self) -> list[int]:
+        if not self.byte_fallback:
+            return []
+        return [self._byte_start + b for b in range(256) if b not in self.seen_bytes]
+
+    def note_training_tokens(self, tokens: np.ndarray) -> None:
+        if self.byte_fallback:
+            tokens = np.asarray(tokens)
+            used = np.unique(tokens[tokens >= self._byte_start])
+            self.seen_bytes.update(int(i) - self._byte_start for i in used)
 
     def _encode_plain(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
@@ -122,6 +139,8 @@ class CharTokenizer(Tokenizer):
         data = {"format": FORMAT, "special_tokens": specials, "chars": chars}
         if self.byte_fallback:
             data["byte_fallback"] = True
+        if self.seen_bytes:
+            data["byte_tokens_seen"] = sorted(self.seen_bytes)
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod
@@ -135,4 +154,8 @@ class CharTokenizer(Tokenizer):
         if not all(isinstance(t, str) for t in chars + specials) or UNK not in specials:
             raise LanternError("character tokenizer file is damaged: its tokens are not text "
                                f"or it has no {UNK}")
-        return cls(chars, specials, bool(data.get("byte_fallback", False)))
+        seen = data.get("byte_tokens_seen", [])
+        if not isinstance(seen, list) or not all(type(b) is int and 0 <= b < 256 for b in seen):
+            raise LanternError("character tokenizer file is damaged: byte_tokens_seen must list "
+                               "byte values 0..255")
+        return cls(chars, specials, bool(data.get("byte_fallback", False)), seen)

@@ -1,18 +1,17 @@
 """The model builder: a preset plus shape overrides, sized to the tokenizer and the window; or
-a Hugging Face checkpoint to continue from (`--init_from`)."""
+a pretrained model to continue from (`--init_from`: a GGUF file, a known model name, or a
+transformers directory)."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
 from lantern.config import LANTERNConfig, preset_config
 from lantern.errors import LanternError
 from lantern.models.lantern_model import LANTERNModel
+from lantern.pretrained import load_pretrained
 from lantern.tokenizers import Tokenizer
 from lantern.training.config import MODEL_SHAPE_FLAGS, ModelSection
-
-HF_IMPORT = "lantern.export.hf_import"
 
 
 def build_model_config(cfg: ModelSection, vocab_size: int, seq_length: int | None) -> LANTERNConfig:
@@ -26,15 +25,12 @@ def shape_overrides(cfg: ModelSection) -> list[str]:
 
 
 def load_initial_model(cfg: ModelSection, seq_length: int | None) -> tuple[LANTERNModel, Tokenizer]:
-    """Weights and tokenizer of a Hugging Face checkpoint directory, to fine-tune."""
+    """Weights and tokenizer of a pretrained model, to fine-tune."""
     given = shape_overrides(cfg)
     if given:
         raise LanternError(f"--init_from takes the model's shape from {cfg.init_from}; "
                            f"drop {', '.join(given)}")
-    if importlib.util.find_spec(HF_IMPORT) is None:
-        raise LanternError("--init_from needs the Hugging Face importer (lantern.export.hf_import), "
-                           "which this installation lacks")
-    model, tokenizer = importlib.import_module(HF_IMPORT).load_hf_checkpoint(cfg.init_from)
+    model, tokenizer = load_pretrained(cfg.init_from)
     if seq_length is not None and seq_length != model.config.context_length:
         raise LanternError(f"--seq_length {seq_length}: the model in {cfg.init_from} has context "
                            f"{model.config.context_length}; drop --seq_length")

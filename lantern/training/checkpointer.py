@@ -10,7 +10,6 @@ beside it for models too large to gather.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import nn
 
 from lantern.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lantern.errors import LanternError
-from lantern.fileio import atomic_replace_directory
+from lantern.fileio import atomic_replace_directory, remove_stale_leftovers
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.precision import Precision
@@ -57,13 +56,22 @@ class Checkpointer:
         self.directory, self.dist, self.metadata, self.sharded = directory, dist, metadata, sharded
         self.last_saved: Path | None = None
 
-    def remove_stale_temporaries(self) -> None:
-        """Half-written files of a run that was killed mid-write (never a finished file)."""
-        for path in self.directory.glob(".*.tmp"):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+    def remove_stale_leftovers(self) -> None:
+        """Half-written files and set-aside copies of a run that was killed mid-write (never a
+        finished file)."""
+        remove_stale_leftovers(self.directory)
+
+    def refuse_nonfinite(self, weights: dict[str, torch.Tensor], step: int, name: str,
+                         device: torch.device) -> None:
+        """A checkpoint is never written from NaN or infinite weights (a finite loss can still
+        step through an infinite gradient): stop, naming the step and the last good file."""
+        bad = next((key for key, value in weights.items()
+                    if value.is_floating_point() and not torch.isfinite(value).all()), None)
+        if not self.dist.sum([float(bad is not None)], device)[0]:
+            return
+        where = f" ({bad})" if bad else ""
+        raise LanternError(f"the weights are not finite at step {step}{where}; {name} was not "
+                           f"written; last good checkpoint: {self.last_saved or 'none'}")
 
     def save(self, name: str, step: int, model: nn.Module, extra: dict[str, Any],
              optimizer: torch.optim.Optimizer | None = None, precision: Precision | None = None,
@@ -76,6 +84,7 @@ class Checkpointer:
                 weights = self.dist.model_state(model)
         else:
             weights = self.dist.model_state(model)
+        self.refuse_nonfinite(weights, step, name, next(model.parameters()).device)
         record: dict[str, Any] = {"model_state_dict": weights, **self.metadata, "step": step,
                                   "weights": "ema" if use_ema else "live", **extra}
         if optimizer is not None:

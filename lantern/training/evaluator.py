@@ -43,13 +43,16 @@ class Evaluator:
 
     @torch.no_grad()
     def sample(self, model: nn.Module, offset: int = 0) -> str:
-        """A short sample from a fixed prompt, with its own RNG so training randomness is untouched."""
-        was_training = model.training
-        model.eval()
-        device = self.precision.device
-        generator = torch.Generator(device=device).manual_seed(self.seed + offset)
-        ids = torch.tensor([self.prompt], device=device)
-        out = model.generate(ids, max_new_tokens=self.cfg.sample_length, temperature=0.8, top_k=40,
-                             eos_token_id=self.tokenizer.eos_id, generator=generator)
-        model.train(was_training)
-        return self.tokenizer.decode(out[0, len(self.prompt):].tolist(), skip_special_tokens=True)
+        """A short sample from a fixed prompt, with its own RNG so training randomness is
+        untouched; through the decoding core, so it follows generation's rules (no byte token
+        the training data never used)."""
+        from lantern.generation.core import generate_stream
+        from lantern.generation.settings import GenerationConfig
+
+        config = GenerationConfig(max_new_tokens=self.cfg.sample_length, temperature=0.8, top_k=40,
+                                  seed=self.seed + offset)
+        eos = self.tokenizer.eos_id
+        tokens = [event.token for _, event in generate_stream(
+            model, self.tokenizer, [self.prompt], config, stop_ids=() if eos is None else (eos,))
+            if event.token != eos]
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)

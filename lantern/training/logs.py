@@ -6,6 +6,7 @@ Under torchrun only rank 0 has one; the other ranks get a silent logger.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text
 
 LOG_FILE = "training_log.jsonl"
@@ -22,23 +24,45 @@ PLOT_FILE = "loss_curve.png"
 
 
 class TrainingLog:
-    """Appends one JSON object per line; on resume, drops lines past the resumed step."""
+    """Appends one JSON object per line; on resume, drops lines past the resumed step.
+
+    Appends are not fsynced one by one (`sync` flushes them at every checkpoint), so a crash can
+    leave the last line half-written: reading skips such a line with a warning and keeps the rest.
+    """
 
     def __init__(self, directory: Path, resume_step: int | None = None) -> None:
         self.path = directory / LOG_FILE
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            kept = [record for record in self.records(warn=True)
+                    if record.get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def records(self) -> list[dict[str, Any]]:
+    def sync(self) -> None:
+        """Make every line written so far durable (called before each checkpoint is written)."""
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                os.fsync(f.fileno())
+
+    def records(self, warn: bool = False) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise LanternError(f"{self.path} line {number} is not JSON; the log is damaged "
+                                       "beyond a half-written last line") from None
+                if warn:
+                    print(f"lantern: warning: the last line of {self.path} was cut off (a crash "
+                          "while it was written); skipped it", file=sys.stderr)
+        return records
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
@@ -121,6 +145,10 @@ class MetricsLogger:
     def write(self, record: dict[str, Any]) -> None:
         if self.log is not None:
             self.log.write(record)
+
+    def sync(self) -> None:
+        if self.log is not None:
+            self.log.sync()
 
     @contextmanager
     def excluded(self) -> Iterator[None]:

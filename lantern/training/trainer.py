@@ -26,7 +26,7 @@ from lantern.data.batches import WindowSampler, eval_windows
 from lantern.data.corpus import RunData, sample_prompt
 from lantern.data.corpus import prepare_data as prepare_run_data
 from lantern.errors import LanternError
-from lantern.fileio import atomic_write_text, fsync_directory
+from lantern.fileio import atomic_write_text, fsync_directory, make_output_directory
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import TOKENIZER_FILE, tokenizer_from_json
 from lantern.training.builder import build_model_config, load_initial_model
@@ -127,7 +127,8 @@ class Trainer:
                                  self.max_steps, self.step, self.tokens_per_step,
                                  len(self.data.train_tokens), resumed=state is not None, quiet=quiet)
         if self.dist.is_main:
-            self.checkpointer.remove_stale_temporaries()
+            make_output_directory(self.out, "run")
+            self.checkpointer.remove_stale_leftovers()
             atomic_write_text(self.out / TOKENIZER_FILE, self.data.tokenizer.to_json())
             atomic_write_text(self.out / "config.json", self.model_config.to_json())
             cfg.save(self.out / CONFIG_FILE)
@@ -145,6 +146,7 @@ class Trainer:
             raise LanternError(f"--vocab_size {cfg.data.vocab_size} does not apply to --tokenizer "
                                "char: a character vocabulary comes from the text")
         self.data = prepare_run_data(cfg.data, tokenizer, cfg.loop.seed)
+        self.data.tokenizer.note_training_tokens(self.data.train_tokens)
         if state:
             self.model_config = LANTERNConfig.from_dict(state["config"])
         elif initial is not None:
@@ -318,6 +320,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         rng = {"batches": self.sampler.state(), "depth": self.depth_generator.get_state()}
+        self.log.sync()  # the log up to this step is on disk before the checkpoint that resumes it
         return self.checkpointer.save(f"checkpoint_step_{self.step}.pt", self.step, self.model,
                                       {**self.extra(), "rng": rng}, self.optimizer, self.precision,
                                       self.ema)

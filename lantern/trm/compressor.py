@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -25,12 +27,12 @@ from tqdm import tqdm
 from lantern.data.stories import build_corpus
 from lantern.data.text import read_text_file
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import atomic_write, atomic_write_text
+from lantern.fileio import atomic_write, atomic_write_text, make_output_directory
 from lantern.training.config import OptimizerSection
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import make_optimizer
 from lantern.trm.host import Host, load_host
-from lantern.trm.outputs import refuse_to_replace
+from lantern.trm.outputs import paired_files, refuse_to_replace
 from lantern.trm.problems import read_problems
 
 
@@ -78,15 +80,16 @@ def save_compressor(path_stem: Path, comp: DimensionCompressor, info: dict) -> N
 
 def load_compressor(path: str | Path) -> tuple[DimensionCompressor, dict]:
     """A `.safetensors` file (with its `.json` beside it), or the stem of the pair."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if not weights.is_file() or not meta.is_file():
-        raise LanternError(f"compressor checkpoint not found: {weights} and {meta} are both needed")
-    info = json.loads(meta.read_text())
-    comp = DimensionCompressor(int(info["hidden_size"]), int(info["d_compressed"]))
+    weights, meta = paired_files(path, "compressor checkpoint")
     try:
-        comp.load_state_dict(load_safetensors(weights.read_bytes()))
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        comp = DimensionCompressor(int(info["hidden_size"]), int(info["d_compressed"]))
+        state = load_safetensors(weights.read_bytes())
+    except (ValueError, KeyError, TypeError, SafetensorError) as exc:  # JSON, Unicode, fields
+        raise LanternError(f"cannot read compressor checkpoint {weights}: it is damaged "
+                           f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+    try:
+        comp.load_state_dict(state)
     except RuntimeError as exc:
         raise LanternError(f"{weights} does not match {meta}: {str(exc).splitlines()[0]}") from None
     return comp.eval(), info
@@ -106,6 +109,9 @@ def check_compressor_fits(info: dict, hidden_size: int, fingerprint: str | None,
                            f"layer {layer}")
 
 
+DEFAULT_WINDOW = 64  # tokens per stage-1a text window, unless the host reads fewer
+
+
 @dataclass
 class CompressorConfig:
     host: str = ""
@@ -119,7 +125,7 @@ class CompressorConfig:
     data: str | None = None
     init: str | None = None
     layer: int = -1
-    window: int = 64
+    window: int | None = None  # DEFAULT_WINDOW, or the host's context where that is shorter
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"
@@ -128,24 +134,44 @@ class CompressorConfig:
     def __post_init__(self) -> None:
         if self.stage not in ("1a", "1b"):
             raise LanternError(f"--stage must be 1a or 1b (got {self.stage!r})")
-        require_positive(self, "batch_size", "num_epochs", "num_samples", "window")
+        require_positive(self, "batch_size", "num_epochs", "num_samples")
+        if self.window is not None:
+            require_positive(self, "window")
         if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
             raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
 
 
-def stage_sequences(host: Host, cfg: CompressorConfig) -> list[list[int]]:
+def stage_sequences(host: Host, cfg: CompressorConfig, say: Callable[[str], None]
+                    ) -> list[list[int]]:
     """Token sequences: text windows (1a) or full thinking trajectories (1b)."""
     if cfg.stage == "1b":
         if cfg.data is None:
             raise LanternError("stage 1b needs --data: a problems JSONL file with worked steps")
         return [host.segments(p).full for p in read_problems(cfg.data)[:cfg.num_samples]]
+    window = text_window(host, cfg.window, say)
     text = read_text_file(cfg.data) if cfg.data else "\n".join(build_corpus(
-        cfg.num_samples * cfg.window + cfg.window))
+        cfg.num_samples * window + window))
     ids = host.encode(text)
-    windows = [ids[i:i + cfg.window] for i in range(0, len(ids) - cfg.window + 1, cfg.window)]
+    windows = [ids[i:i + window] for i in range(0, len(ids) - window + 1, window)]
     if not windows:
-        raise LanternError(f"the text is shorter than one window of {cfg.window} tokens")
+        raise LanternError(f"the text is shorter than one window of {window} tokens")
     return windows[:cfg.num_samples]
+
+
+def text_window(host: Host, window: int | None, say: Callable[[str], None]) -> int:
+    """--window, or DEFAULT_WINDOW clamped (with a note) to a host that reads fewer tokens; a
+    --window longer than the host's context is refused by name."""
+    context = getattr(host, "context_length", None)
+    if window is not None:
+        if context is not None and window > context:
+            raise LanternError(f"--window {window} is longer than the host's {context}-token "
+                               f"context; give --window {context} or less")
+        return window
+    if context is not None and context < DEFAULT_WINDOW:
+        say(f"note: the host reads {context} tokens, fewer than the default --window "
+            f"{DEFAULT_WINDOW}; using windows of {context}")
+        return context
+    return DEFAULT_WINDOW
 
 
 def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
@@ -153,9 +179,10 @@ def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
     refuse_to_replace(Path(cfg.output_dir), [f"stage{cfg.stage}_{kind}.{ext}" for kind in
                                              ("best", "final") for ext in ("safetensors", "json")],
                       cfg.overwrite)
+    say = (lambda *a: None) if quiet else tqdm.write
     host = load_host(cfg.host, cfg.device)
     layer = host.resolve_layer(cfg.layer)
-    sequences = stage_sequences(host, cfg)
+    sequences = stage_sequences(host, cfg, say)
     if len(sequences) < 2:
         raise LanternError("the compressor needs at least 2 sequences (some are held out)")
     random.Random(cfg.seed).shuffle(sequences)
@@ -176,12 +203,11 @@ def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
             comp.bias.copy_(train.mean(dim=0))
     optimizer = make_optimizer(comp, OptimizerSection(cfg.learning_rate, weight_decay=0.0))
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_directory(out, "trm-compressor")
     log = TrainingLog(out)
     stem = f"stage{cfg.stage}"
     info = {"stage": cfg.stage, "layer": layer, "host_fingerprint": host.fingerprint,
             "config": asdict(cfg), "parameters": sum(p.numel() for p in comp.parameters())}
-    say = (lambda *a: None) if quiet else tqdm.write
     say(f"compressor {host.hidden_size} -> {cfg.d_compressed}: {len(train)} training states, "
         f"{len(val)} held-out")
     best, metrics = -2.0, {}

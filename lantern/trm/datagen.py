@@ -24,14 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import atomic_write, atomic_write_text
+from lantern.fileio import atomic_write, atomic_write_text, make_output_directory
 from lantern.training.distributed import Distributed
 from lantern.trm.host import Host, LanternHost, load_host
+from lantern.trm.outputs import paired_files
 from lantern.trm.problems import Problem, load_problems
 
 CONFIG_FILE = "datagen_config.json"
@@ -102,17 +104,17 @@ def load_pairs(path: str | Path) -> Pairs:
     path = Path(path)
     if path.is_dir():
         path = path / PAIRS_STEM
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    weights, meta_file = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if not weights.is_file() or not meta_file.is_file():
-        raise LanternError(f"hidden-state pairs not found: {weights} and {meta_file} are both needed")
-    meta = json.loads(meta_file.read_text())
-    tensors = load_safetensors(weights.read_bytes())
-    lengths = meta.pop("seq_lengths")
-    pairs = Pairs(list(torch.split(tensors["hidden_pre"], lengths)) if lengths else [],
-                  tensors["hidden_post"], meta.pop("num_thinking_tokens"), meta.pop("problems"),
-                  meta.pop("answers"), meta)
-    return pairs
+    weights, meta_file = paired_files(path, "hidden-state pairs file")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        tensors = load_safetensors(weights.read_bytes())
+        lengths = meta.pop("seq_lengths")
+        return Pairs(list(torch.split(tensors["hidden_pre"], lengths)) if lengths else [],
+                     tensors["hidden_post"], meta.pop("num_thinking_tokens"), meta.pop("problems"),
+                     meta.pop("answers"), meta)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise LanternError(f"cannot read hidden-state pairs {weights}: they are damaged "
+                           f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
 
 
 def _problem_key(p: Problem) -> str:
@@ -200,7 +202,7 @@ def _prepare_output(out: Path, cfg: DatagenConfig, settings: dict) -> None:
                 raise LanternError(f"{config_path}: {k} was {saved.get(k)!r}, now {settings.get(k)!r}; "
                                    "resume with the same settings, or use another --output_dir "
                                    "(or --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_directory(out, "trm-datagen")
     atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
 
 

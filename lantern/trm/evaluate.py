@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lantern.errors import LanternError
+from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.trm.compressor import check_compressor_fits, load_compressor
 from lantern.trm.host import LanternHost, load_host
@@ -50,6 +50,12 @@ class EvalConfig:
     bootstrap: int = 1000
     seed: int = 0
     device: str = "cpu"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        require_positive(self, "num_samples", "max_new_tokens", "batch_size", "bootstrap")
+        if self.eval_supervision_steps is not None:
+            require_positive(self, "eval_supervision_steps")
 
     def mode_list(self) -> list[str]:
         modes = [m.strip() for m in self.modes.split(",") if m.strip()]
@@ -234,6 +240,10 @@ def plot_report(report: dict, path: Path) -> None:
 
 def evaluate(cfg: EvalConfig) -> dict:
     output = Path(cfg.output)
+    found = [str(p) for p in (output, output.with_suffix(".png")) if p.exists()]
+    if found and not cfg.overwrite:  # before any work
+        raise LanternError(f"{' and '.join(found)} already exist(s); pass --overwrite to replace, "
+                           "or give another --output")
     report = Evaluator(cfg).run()
     atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     plot_report(report, output.with_suffix(".png"))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lantern.checkpoint import save_checkpoint
 from lantern.errors import LanternError, require_positive
+from lantern.fileio import make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.logs import TrainingLog
 from lantern.trm.compressor import (
@@ -142,7 +143,7 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     optimizer = torch.optim.AdamW([*trm.parameters(), *comp.parameters()], lr=cfg.learning_rate,
                                   weight_decay=0.0)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_directory(out, "trm-grpo")
     log = TrainingLog(out)
     if log.path.exists():
         log.path.unlink()

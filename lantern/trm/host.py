@@ -82,6 +82,15 @@ class Host:
     num_layers: int
     eos_id: int | None
     model: nn.Module
+    context_length: int | None = None  # the most tokens it reads; None where it names no limit
+
+    def check_length(self, ids: torch.Tensor) -> None:
+        """Refuse, in one line, rows longer than the host reads (its position table, or the
+        context it was trained for, ends there)."""
+        if self.context_length is not None and ids.shape[1] > self.context_length:
+            raise LanternError(f"a sequence of {ids.shape[1]} tokens is longer than the host's "
+                               f"{self.context_length}-token context (longer problems or text than "
+                               "it was trained for?)")
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -146,6 +155,7 @@ class LanternHost(Host):
         self.eos_id = tokenizer.eos_id
         self.latent_id = tokenizer.token_to_id(LATENT)
         self.end_think_id = tokenizer.token_to_id(END_THINK)
+        self.context_length = model.config.context_length
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -179,6 +189,7 @@ class LanternHost(Host):
     def forward(self, ids: torch.Tensor, slot_states: torch.Tensor | None = None,
                 slot_index: torch.Tensor | None = None) -> torch.Tensor:
         """Final normalized states (B, L, C) of a right-padded batch."""
+        self.check_length(ids)
         positions = torch.arange(ids.shape[1], device=ids.device)[None]
         h = self.embed(ids, positions, slot_states, slot_index)
         return self.model.transformer(h, position_ids=positions)
@@ -189,6 +200,7 @@ class LanternHost(Host):
             return self.forward(ids)
         captured: list[torch.Tensor] = []
         if layer == 0:
+            self.check_length(ids)
             positions = torch.arange(ids.shape[1], device=ids.device)[None]
             return self.model.embed(ids, positions)
         block = self.model.transformer.blocks[layer - 1]
@@ -268,6 +280,7 @@ class HFHost(Host):
         self.hidden_size = self.model.config.hidden_size
         self.num_layers = self.model.config.num_hidden_layers
         self.eos_id = self.tokenizer.eos_token_id
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -277,6 +290,7 @@ class HFHost(Host):
 
     def hidden_states(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
         layer = self.resolve_layer(layer)
+        self.check_length(ids)
         device = self.model.get_input_embeddings().weight.device
         out = self.model(input_ids=ids.to(device), output_hidden_states=True)
         return out.hidden_states[layer]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from lantern.checkpoint import save_checkpoint
 from lantern.config import PRESETS, preset_config
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import atomic_write_text
+from lantern.fileio import atomic_write_text, make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
 from lantern.tokenizers import TOKENIZER_FILE
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
@@ -199,7 +199,7 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
     optimizer = make_optimizer(params, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
     schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
                           cfg.max_steps)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_directory(out, "trm-host")
     log = TrainingLog(out)
     if log.path.exists():
         log.path.unlink()

@@ -1,4 +1,5 @@
-"""Results a user already has are never replaced unless they ask (`--overwrite`)."""
+"""What the LLM-TRM steps write: results a user already has are never replaced unless they ask
+(`--overwrite`), and weights written as STEM.safetensors + STEM.json are read back as a pair."""
 
 from __future__ import annotations
 
@@ -12,3 +13,16 @@ def refuse_to_replace(directory: Path, names: list[str], overwrite: bool) -> Non
     if found and not overwrite:
         raise LanternError(f"{directory} already holds {', '.join(found)}; pass --overwrite to "
                            "replace them, or pick another --output_dir")
+
+
+def paired_files(path: str | Path, what: str) -> tuple[Path, Path]:
+    """STEM.safetensors and STEM.json from the stem or either file; refused in one line when
+    one is missing or `path` names some other file."""
+    path = Path(path)
+    if path.is_file() and path.suffix not in (".safetensors", ".json"):
+        raise LanternError(f"{path} is not a {what} (a STEM.safetensors with its STEM.json)")
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if not weights.is_file() or not meta.is_file():
+        raise LanternError(f"{what} not found: {weights} and {meta} are both needed")
+    return weights, meta

@@ -124,8 +124,12 @@ def read_problems(path: str | Path) -> list[Problem]:
     path = Path(path)
     if not path.is_file():
         raise LanternError(f"problems file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LanternError(f"problems file is not UTF-8 text (byte {exc.start}): {path}") from None
     problems = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from lantern.checkpoint import load_checkpoint, save_checkpoint
 from lantern.errors import LanternError, require_positive
+from lantern.fileio import make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.distributed import Distributed
@@ -305,7 +306,7 @@ class TRMTrainer:
         out = Path(cfg.output_dir)
         log = None
         if self.dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            make_output_directory(out, "trm-model")
             log = TrainingLog(out)
             if log.path.exists():
                 log.path.unlink()

@@ -1,0 +1,35 @@
+"""A pretrained model from what a user names: a known model name, a GGUF file or a local
+transformers directory. `--init_from` and `lantern convert` take any of the three."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lantern.errors import LanternError
+from lantern.pretrained.catalog import KNOWN_MODELS
+from lantern.pretrained.pull import pull
+from lantern.tokenizers import Tokenizer
+
+
+def resolve(spec: str | Path) -> Path:
+    """The file or directory `spec` names; a known name is pulled into the cache first."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    if str(spec) in KNOWN_MODELS:
+        return pull(KNOWN_MODELS[str(spec)])
+    raise LanternError(f"{spec} is neither a file or directory nor a known model name "
+                       f"(known: {', '.join(KNOWN_MODELS)})")
+
+
+def load_pretrained(spec: str | Path) -> tuple[Any, Tokenizer]:
+    """(LANTERNModel in eval mode, Tokenizer) from a name, a .gguf file or a transformers directory."""
+    path = resolve(spec)
+    if path.is_dir():
+        from lantern.export.hf_import import load_hf_checkpoint
+
+        return load_hf_checkpoint(path)
+    from lantern.export.gguf_import import load_gguf
+
+    return load_gguf(path)
