@@ -14,6 +14,7 @@ from lantern.tokenizers.base import SPECIAL_TOKENS, UNK, Tokenizer, check_text
 
 FORMAT = "lantern-char"
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))  # SentencePiece's and llama.cpp's names
+NOTE_SLICE_TOKENS = 1 << 24  # training tokens scanned at once for the byte tokens they use
 
 
 def special_pattern(special_tokens: Sequence[str]) -> re.Pattern[str]:
@@ -83,10 +84,13 @@ class CharTokenizer(Tokenizer):
         return [self._byte_start + b for b in range(256) if b not in self.seen_bytes]
 
     def note_training_tokens(self, tokens: np.ndarray) -> None:
+        """One pass over the (memory-mapped) training tokens, a slice at a time, so that memory
+        stays flat however large the corpus."""
         if self.byte_fallback:
-            tokens = np.asarray(tokens)
-            used = np.unique(tokens[tokens >= self._byte_start])
-            self.seen_bytes.update(int(i) - self._byte_start for i in used)
+            for start in range(0, len(tokens), NOTE_SLICE_TOKENS):
+                piece = np.asarray(tokens[start:start + NOTE_SLICE_TOKENS])
+                used = np.unique(piece[piece >= self._byte_start])
+                self.seen_bytes.update(int(i) - self._byte_start for i in used)
 
     def _encode_plain(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
