@@ -32,7 +32,7 @@ from lantern.training.config import OptimizerSection
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import make_optimizer
 from lantern.trm.host import Host, load_host
-from lantern.trm.outputs import paired_files, refuse_to_replace
+from lantern.trm.outputs import damage_reason, paired_files, refuse_to_replace
 from lantern.trm.problems import read_problems
 
 
@@ -87,7 +87,7 @@ def load_compressor(path: str | Path) -> tuple[DimensionCompressor, dict]:
         state = load_safetensors(weights.read_bytes())
     except (ValueError, KeyError, TypeError, SafetensorError) as exc:  # JSON, Unicode, fields
         raise LanternError(f"cannot read compressor checkpoint {weights}: it is damaged "
-                           f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+                           f"({damage_reason(exc)})") from None
     try:
         comp.load_state_dict(state)
     except RuntimeError as exc:

@@ -33,7 +33,7 @@ from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write, atomic_write_text, make_output_directory
 from lantern.training.distributed import Distributed
 from lantern.trm.host import Host, LanternHost, load_host
-from lantern.trm.outputs import paired_files
+from lantern.trm.outputs import damage_reason, paired_files
 from lantern.trm.problems import Problem, load_problems
 
 CONFIG_FILE = "datagen_config.json"
@@ -114,7 +114,7 @@ def load_pairs(path: str | Path) -> Pairs:
                      meta.pop("answers"), meta)
     except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         raise LanternError(f"cannot read hidden-state pairs {weights}: they are damaged "
-                           f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+                           f"({damage_reason(exc)})") from None
 
 
 def _problem_key(p: Problem) -> str:

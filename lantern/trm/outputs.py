@@ -26,3 +26,8 @@ def paired_files(path: str | Path, what: str) -> tuple[Path, Path]:
     if not weights.is_file() or not meta.is_file():
         raise LanternError(f"{what} not found: {weights} and {meta} are both needed")
     return weights, meta
+
+
+def damage_reason(exc: Exception) -> str:
+    """What a reader found wrong in a damaged file, in at most one short line."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
