@@ -266,6 +266,10 @@ CASES = [
          "256.1.1.1", "--port", "0", expect="cannot listen"),
     case("empty --api_key", "serve", "--checkpoint", "run", "--port", "0", "--api_key", "",
          expect="api_key"),
+    case("a port that is not a number", "serve", "--checkpoint", "run", "--port", "abc",
+         expect="--port: invalid int value"),
+    case("a flag the command does not have", "info", "run", "--frobnicate",
+         expect="unrecognized arguments: --frobnicate"),
     case("two models of one name", "serve", "--model", "a=run", "--model", "a=run", "--port", "0",
          expect="two models"),
     # --- chat, pull, convert ---------------------------------------------------------------

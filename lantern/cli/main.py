@@ -7,6 +7,7 @@ import errno
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from lantern.errors import LanternError
 
@@ -15,8 +16,20 @@ COMMANDS = ("train", "generate", "chat", "info", "data", "tokenizer", "serve", "
             "pull", "convert")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose refusals (an unknown flag, a missing argument, a bad type) are one
+    `lantern: error:` line like every other refusal, instead of a usage block; exit status 2
+    as argparse's. Subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("lantern").strip()
+        where = f"{command}: " if command else ""
+        help_hint = f"lantern {command} --help" if command else "lantern --help"
+        self.exit(2, f"lantern: error: {where}{message} (see {help_hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="lantern",
         description="Build, train, run and study small language models.",
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lantern.errors import LanternError
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +14,7 @@ def add_parser(subparsers) -> None:
         "`hf auth login` or set HF_TOKEN.",
     )
     p.add_argument("path", help="file or directory to upload")
-    p.add_argument("--repo", default=None, help="user/name of the model repository (required)")
+    p.add_argument("--repo", required=True, help="user/name of the model repository")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--message", default=None, help="commit message")
     p.set_defaults(run=run_push)
@@ -25,8 +23,6 @@ def add_parser(subparsers) -> None:
 def run_push(args: argparse.Namespace) -> int:
     from lantern.export.hub import push
 
-    if not args.repo:
-        raise LanternError("give the repository to upload to: --repo user/name")
     url = push(args.path, args.repo, args.private, args.message)
     print(f"uploaded {args.path} to {url}")
     return 0
