@@ -19,10 +19,12 @@ import torch
 
 from lantern.config import LANTERNConfig
 from lantern.errors import LanternError
+from lantern.export.file_kind import file_kind
 from lantern.fileio import atomic_write
 from lantern.tokenizers import TOKENIZER_FILE, Tokenizer, load_tokenizer, tokenizer_from_json
 
 FORMAT_VERSION = 1
+CHECKPOINT_KINDS = ("a zip archive", "a pickle")  # what torch.save writes (now, and before 1.6)
 _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt$")
 
 
@@ -39,6 +41,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise LanternError(f"checkpoint not found: {path}")
+    kind = file_kind(path)
+    if kind not in CHECKPOINT_KINDS:
+        raise LanternError(f"{path} is not a LANTERN checkpoint (.pt): it is {kind}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_config
 
+from lantern.chat_template import render
 from lantern.checkpoint import save_checkpoint
-from lantern.generation.prompts import chat_prompt
+from lantern.generation.prompts import chat_messages
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer
 
@@ -101,6 +102,6 @@ def test_ctrl_c_stops_the_answer_but_not_the_session(model_file):
 
 
 def test_chat_template_layout():
-    text = chat_prompt([("Hi", "Hello!")], "How are you?", system="Be kind.")
+    text = render(chat_messages([("Hi", "Hello!")], "How are you?", system="Be kind."))
     assert text == ("<system>Be kind.</system><user>Hi</user><assistant>Hello!</assistant>\n"
                     "<user>How are you?</user><assistant>")

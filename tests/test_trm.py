@@ -65,7 +65,7 @@ def test_add_thinking_steps_are_column_sums():
     p = synthetic_problems("add", 3, 1)[0]
     a, b = operands(p.question)
     carry = 0
-    for i, step in enumerate(p.thinking.split(",")):
+    for i, step in enumerate(p.steps):
         x, y, c, s = map(int, re.findall(r"\d+", step))
         assert (x, y, c) == (a // 10**i % 10, b // 10**i % 10, carry)
         assert s == x + y + c
@@ -116,7 +116,7 @@ def test_greedy_with_slot_matches_uncached_argmax(workdir):
     prompts, index = [], []
     for p in problems:
         seg = host.segments(p)
-        seq, slot = host.slot_sequence(seg)
+        seq, (slot,) = host.slot_sequence(seg)
         prompts.append(seq[:slot + 2])
         index.append(slot)
     states = torch.randn(3, host.hidden_size, generator=torch.Generator().manual_seed(0))
@@ -138,7 +138,7 @@ def test_greedy_with_slot_matches_uncached_argmax(workdir):
 def test_slot_changes_only_later_positions(workdir):
     host = load_host(workdir / "host")
     seg = host.segments(read_problems(workdir / "test.jsonl")[0])
-    seq, slot = host.slot_sequence(seg)
+    seq, (slot,) = host.slot_sequence(seg)
     ids = torch.tensor([seq])
     host.slot.proj.weight.data.normal_(0, 0.5)
     a = host.forward(ids, torch.zeros(1, host.hidden_size), torch.tensor([slot]))

@@ -194,13 +194,13 @@ def test_answer_loss_through_the_slot_and_eval_report(run, tmp_path):
     for name, value in evaluator.trm.state_dict().items():
         torch.testing.assert_close(value, ckpt["model_state_dict"][name])  # EMA weights
     report = evaluate(cfg)
-    assert set(report["modes"]) == {"full", "no_think", "oracle", "trm", "mean", "zero", "shuffled",
-                                    "lm_head_first_token"}
+    assert set(report["modes"]) == {"full", "no_think", "oracle", "oracle_compressed", "trm", "mean",
+                                    "zero", "shuffled", "lm_head_first_token"}
     for values in report["modes"].values():
         lo, hi = values["exact_match_ci95"]
         assert lo <= values["exact_match"] <= hi
     assert (tmp_path / "report.png").stat().st_size > 1000
-    assert report["modes"]["oracle"]["generated_tokens"] <= 24
+    assert report["modes"]["oracle"]["generated_tokens"] <= 24 + 1  # the slot counts
 
 
 def test_metrics_helpers():
@@ -282,11 +282,11 @@ def test_answer_exactness_is_what_greedy_decoding_writes(run):
     states = torch.randn(6, host.hidden_size, generator=torch.Generator().manual_seed(0))
     expected = []
     for j, i in enumerate(rows):
-        seq, slot = answers.sequences[i]
+        seq, (slot,) = answers.sequences[i]
         prompt, length = seq[:slot + 2], len(seq) - slot - 2
         greedy = host.complete([prompt], length, states[j:j + 1], [slot], stop_id=-1)[0]
         if j % 2:  # odd rows: the target is what greedy writes, but for one token
             greedy[j % length] = (greedy[j % length] + 1) % host.tokenizer.vocab_size
-        answers.sequences[i] = (prompt + greedy, slot)
+        answers.sequences[i] = (prompt + greedy, [slot])
         expected.append(j % 2 == 0)
     assert answers.exact(states, rows).tolist() == expected

@@ -13,13 +13,15 @@ def add_parser(subparsers) -> None:
         "chat",
         help="interactive session with a trained model",
         description="Type messages; answers stream as they are made (Ctrl-C stops one, /help "
-        "lists the commands). Models trained on <system>/<user>/<assistant> text get that "
-        "template; others continue your text.",
+        "lists the commands). A model with a chat template of its own (a GGUF's or an imported "
+        "tokenizer's) is talked to in it and stops at its end-of-turn token; models trained on "
+        "<system>/<user>/<assistant> text get that layout; others continue your text.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_flags(p)
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto",
-                   help="auto = chat if the model learned the chat tags, else plain text")
+                   help="auto = chat if the model has its own template or learned the chat tags, "
+                   "else plain text; chat = the model's own template, else the chat tags")
     p.add_argument("--system", default=None, help="system message for the chat template")
     p.set_defaults(run=run_chat)
 

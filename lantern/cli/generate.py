@@ -21,6 +21,7 @@ from lantern.generation.engine import TextEngine, TorchEngine, fit_prompt
 from lantern.generation.interactive import InteractiveSession
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
+from lantern.pretrained import model_path
 from lantern.tokenizers import load_tokenizer
 
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": None, "top_p": None, "min_p": None,
@@ -30,7 +31,8 @@ SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": None, "top_p": None, "min_p": 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by `generate` and `chat`: the model and how each token is chosen."""
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
-                   help="a .pt checkpoint, a run directory, or a .gguf file (run by llama.cpp)")
+                   help="a .pt checkpoint, a run directory, or a .gguf file or known model name "
+                   "(run by llama.cpp)")
     p.add_argument("--max_new_tokens", "--max_length", dest="max_new_tokens", type=int, default=200,
                    help="tokens to generate")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy [0.8]")
@@ -139,10 +141,12 @@ def load_for_generation(args: argparse.Namespace):
 
 @contextmanager
 def open_engine(args: argparse.Namespace) -> Iterator[TextEngine]:
-    """The model behind `--checkpoint`: a LANTERN run or checkpoint, or a GGUF for llama.cpp."""
-    if is_gguf(args.checkpoint):
+    """The model behind `--checkpoint`: a LANTERN run or checkpoint, or a GGUF (a file or a known
+    model name) for llama.cpp."""
+    path = model_path(args.checkpoint)
+    if is_gguf(path):
         refuse_pytorch_only(args)
-        engine: TextEngine = LlamaCppEngine(args.checkpoint)
+        engine: TextEngine = LlamaCppEngine(path)
     else:
         model, tokenizer, _ = load_for_generation(args)
         sampler = adaptive_generator(args, model, tokenizer) if getattr(args, "adaptive", False) else None

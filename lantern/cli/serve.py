@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", default=None,
-                   help="a .pt checkpoint or a run directory (named after its directory)")
+                   help="a .pt checkpoint or a run directory (named after its directory), or "
+                   "a .gguf file or known model name (imported as a LANTERN model)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                    help="a model to serve under NAME (repeatable); requests pick one with "
                    "their 'model' field, the first is the default")

@@ -65,6 +65,8 @@ def add_parser(subparsers) -> None:
                              ("warmup_steps", int, "warmup steps [100]"),
                              ("grad_clip", float, "gradient-norm clip, 0 = off [1.0]"),
                              ("latent_weight", float, "weight of the slot sequences' loss [1.0]"),
+                             ("slots", int, "K latent slots, one per reasoning step (steps are "
+                              "separated by ';' in the thinking); 1 = the whole thinking [1]"),
                              ("no_think_fraction", float,
                               "share of rows also shown without thinking [0]"),
                              ("val_fraction", float, "held-out share of the problems [0.05]"),
@@ -142,9 +144,15 @@ def add_parser(subparsers) -> None:
                              ("halt_threshold", float, "[0.7]"),
                              ("halt_loss_weight", float, "[0.5]"), ("ema_decay", float, "[0.999]"),
                              ("answer_loss_weight", float, "[1 with --host, else 0]"),
+                             ("answer_loss_from", float,
+                              "share of training before the answer loss starts [0]"),
+                             ("digit_loss_weight", float, "the digit head on each step's result "
+                              "[1 along a trajectory of slots, else 0]"),
+                             ("beta2", float, "AdamW beta2 [0.99]"),
                              ("val_fraction", float, "[0.1]"), ("seed", int, "[0]")):
         t.add_argument(f"--{name}", type=kind, help=text)
-    t.add_argument("--use_halting", action=BOOL, help="train the halting head [on]")
+    t.add_argument("--use_halting", action=BOOL,
+                   help="train the halting head [on for one slot; a trajectory runs every step]")
     t.add_argument("--adaptive_halt_threshold", action=BOOL,
                    help="raise the BCE threshold to 0.95 x training cosine each epoch [on]")
     t.add_argument("--bce_halt_loss", action=BOOL, help="BCE instead of MSE-to-cosine [off]")
@@ -163,7 +171,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--trm_checkpoint", help="best.pt / final.pt or their directory")
     e.add_argument("--compressor_checkpoint", help="the compressor the TRM was trained with")
     e.add_argument("--output", help="report.json (a .png plot goes beside it) [report.json]")
-    e.add_argument("--modes", help="comma-separated subset [all]")
+    e.add_argument("--modes", help="comma-separated subset [all; trm_digits when the TRM has a digit head]")
     e.add_argument("--num_samples", type=int, help="[200]")
     e.add_argument("--max_new_tokens", type=int, help="[256]")
     e.add_argument("--batch_size", type=int, help="[64]")
@@ -195,6 +203,34 @@ def add_parser(subparsers) -> None:
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="replace trm.pt / compressor.* in --output_dir")
     g.set_defaults(run=run_grpo)
+
+    n = sub.add_parser("internalize", help="stepwise internalization: the host learns to answer "
+                       "without thinking, a step at a time (no TRM)", argument_default=None)
+    n.add_argument("--host", required=True, help="a host made by `lantern trm host` to start from")
+    n.add_argument("--problems", required=True,
+                   help="problems JSONL, every one with the same number of ';'-separated steps")
+    n.add_argument("--output_dir", help="run directory to write [trm_internalized]")
+    for name, kind, text in (("val_problems", str,
+                              "held-out problems JSONL for accuracy after each stage [none]"),
+                             ("steps_per_stage", int, "optimizer steps per removed step [500]"),
+                             ("batch_size", int, "problems per step [32]"),
+                             ("learning_rate", float, "peak learning rate of each stage [5e-4]"),
+                             ("min_lr", float, "final learning rate of each stage "
+                              "[learning_rate / 10]"),
+                             ("weight_decay", float, "AdamW decay [0.1]"),
+                             ("warmup_steps", int, "warmup steps at the start of each stage [20]"),
+                             ("grad_clip", float, "gradient-norm clip, 0 = off [1.0]"),
+                             ("removal_smoothing", float,
+                              "lambda: a row removes o steps more, P(o) ~ exp(-lambda o); "
+                              "0 = off [4]"),
+                             ("eval_problems", int, "of --val_problems, per evaluation [200]"),
+                             ("seed", int, "[1337]")):
+        n.add_argument(f"--{name}", type=kind, help=text)
+    n.add_argument("--device", help="auto, cpu, cuda, mps [auto]")
+    n.add_argument("--dtype", help="auto, float32, bfloat16, float16 [auto]")
+    n.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace what --output_dir holds")
+    n.set_defaults(run=run_internalize)
 
 
 def run_problems(args: argparse.Namespace) -> int:
@@ -258,4 +294,11 @@ def run_grpo(args: argparse.Namespace) -> int:
     from lantern.trm.grpo import GRPOConfig, train_grpo
 
     print(json.dumps(train_grpo(GRPOConfig(**_given(args, GRPOConfig)))))
+    return 0
+
+
+def run_internalize(args: argparse.Namespace) -> int:
+    from lantern.trm.internalize import InternalizeConfig, internalize
+
+    internalize(InternalizeConfig(**_given(args, InternalizeConfig)))
     return 0

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from lantern.errors import LanternError
+from lantern.export.file_kind import file_kind, is_gguf_file
 
 KEYS = ("format", "file", "file_size_bytes", "architecture", "parameters", "layers", "hidden_size",
         "heads", "kv_heads", "context_length", "vocab_size", "tokenizer", "tensor_types",
         "steps_trained", "val_loss", "best_val_loss")
-GGUF_MAGIC = b"GGUF"
 # Training facts an export carries: GGUF metadata keys, and one key in a transformers config.
 GGUF_STEP, GGUF_VAL_LOSS = "lantern.steps_trained", "lantern.val_loss"
 HF_TRAINING = "lantern_training"
@@ -45,9 +45,8 @@ def open_gguf(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise LanternError(f"GGUF file not found: {path}")
-    with path.open("rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise LanternError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    if not is_gguf_file(path):
+        raise LanternError(f"{path} is not a GGUF file: it is {file_kind(path)}")
     try:
         reader = GGUFReader(str(path))
     except (ValueError, KeyError, IndexError, OSError, OverflowError, TypeError) as exc:
@@ -83,8 +82,17 @@ def gguf_summary(path: str | Path) -> dict[str, Any]:
         tensor_types=type_counts([t.tensor_type.name for t in reader.tensors]),
         steps_trained=field(GGUF_STEP), val_loss=field(GGUF_VAL_LOSS),
         eos_id=field("tokenizer.ggml.eos_token_id"), bos_id=field("tokenizer.ggml.bos_token_id"),
-        name=field("general.name"),
+        eot_id=field("tokenizer.ggml.eot_token_id"), name=field("general.name"),
+        chat_template=field("tokenizer.chat_template"), special_tokens=role_tokens(tokens, field),
     )
+
+
+def role_tokens(tokens: list[str], field) -> dict[str, str]:
+    """The bos, eos and padding tokens the file names by id, as text (named as transformers'
+    special_tokens_map names them, which is how chat templates refer to them)."""
+    ids = {name: field(f"tokenizer.ggml.{role}_token_id") for name, role in
+           (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding"))}
+    return {name: tokens[i] for name, i in ids.items() if i is not None and 0 <= i < len(tokens)}
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
@@ -235,10 +243,8 @@ def describe(path: str | Path) -> dict[str, Any]:
             raise LanternError(f"{path / 'config.json'} is not valid JSON") from None
         if isinstance(config, dict) and "model_type" in config:
             return hf_summary(path)
-    if path.is_file():
-        with path.open("rb") as f:
-            if f.read(4) == GGUF_MAGIC:
-                return gguf_summary(path)
+    if is_gguf_file(path):
+        return gguf_summary(path)
     if path.is_file() and not zipfile.is_zipfile(path):  # every .pt LANTERN writes is a zip
         raise LanternError(f"{path} is not a model file LANTERN reads (a .pt checkpoint, "
                            ".safetensors, .gguf, a run or transformers directory)")

@@ -15,14 +15,17 @@ from pathlib import Path
 
 from lantern.chat_template import END_ASSISTANT, USER
 from lantern.errors import LanternError
+from lantern.export.file_kind import is_gguf_file
 from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.chat_format import ChatFormat, has_own_template, own_format
 from lantern.generation.engine import OnText
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
 
 
 def is_gguf(path: str | Path) -> bool:
-    return Path(path).suffix == ".gguf"
+    """Named .gguf (a file that is no GGUF is refused, naming what it is), or a GGUF by content."""
+    return Path(path).suffix == ".gguf" or is_gguf_file(path)
 
 
 def refuse_pytorch_only(args: argparse.Namespace) -> None:
@@ -46,6 +49,14 @@ class LlamaCppEngine:
         self.model = LlamaCppModel(path)
         self.context_length = self.model.context_length - 1  # room for one new token
         self.eos_id = self.model.eos_id
+        info = self.model.info
+        if has_own_template(info["chat_template"]):
+            self.chat_format = own_format(info["chat_template"], info["special_tokens"],
+                                          (self.eos_id, info["eot_id"]))
+        else:
+            tags = (self.model.tokenize(tag) for tag in (END_ASSISTANT, USER))
+            self.chat_format = ChatFormat(frozenset({self.eos_id, info["eot_id"]} - {None}
+                                                    | {t[0] for t in tags if len(t) == 1}))
 
     def close(self) -> None:
         self.model.close()
@@ -61,14 +72,13 @@ class LlamaCppEngine:
         return self.model.tokenize(text)
 
     def stop_ids(self, chat: bool) -> set[int]:
-        ids = {self.eos_id} - {None}
-        if chat:
-            tags = (self.model.tokenize(tag) for tag in (END_ASSISTANT, USER))
-            ids |= {t[0] for t in tags if len(t) == 1}
-        return ids
+        return set(self.chat_format.stop_ids) if chat else {self.eos_id} - {None}
 
     def knows_chat(self) -> bool:
-        """Whether the model learned the chat layout: after a user turn it expects `<assistant>`."""
+        """Whether the model has a template of its own, or learned LANTERN's chat layout: after
+        a user turn it expects `<assistant>`."""
+        if self.chat_format.template is not None:
+            return True
         tags = self.model.tokenize("<user>hi</user><assistant>")
         if len(tags) < 2:
             return False

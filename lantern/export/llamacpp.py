@@ -62,6 +62,22 @@ class LlamaCppModel:
             raise LanternError(f"llama.cpp cannot load {self.path}: {str(exc).splitlines()[0]}") from None
         self.url = self._server.listening_address
         self._space: int | None = None
+        self._wait_until_serving()
+
+    def _wait_until_serving(self, timeout_s: float = 120.0) -> None:
+        """Return once llama.cpp's server answers: a server released before its HTTP thread is
+        up can hang in its destructor."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=10) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise LanternError(f"llama.cpp did not start serving {self.path} within {timeout_s:.0f} s")
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._server = None

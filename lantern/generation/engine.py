@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
+from lantern.generation.chat_format import ChatFormat, chat_format
 from lantern.generation.prompts import chat_stop_ids, encode_prompt, fit_context, trained_on_chat
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion, beam_completions, complete
@@ -26,6 +27,7 @@ class TextEngine(Protocol):
     context_length: int
     eos_id: int | None
     think_id: int | None
+    chat_format: ChatFormat  # how a conversation becomes its prompt, and what ends an answer
 
     def close(self) -> None:
         """Free what the engine holds (llama.cpp's server)."""
@@ -34,10 +36,10 @@ class TextEngine(Protocol):
         """Prompt ids (no text: a new document); refuses empty or unencodable text."""
 
     def stop_ids(self, chat: bool) -> set[int]:
-        """Tokens that end an answer: EOS, and in chat the closing tag or a new user turn."""
+        """Tokens that end an answer: EOS, and in chat those of the chat format."""
 
     def knows_chat(self) -> bool:
-        """Whether the model learned LANTERN's chat layout."""
+        """Whether the model has a chat template of its own or learned LANTERN's layout."""
 
     def complete(self, prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]],
                  config: GenerationConfig, stop_ids: Collection[int],
@@ -67,6 +69,7 @@ class TorchEngine:
         self.sampler = sampler or complete
         self.context_length = model.config.context_length
         self.eos_id, self.think_id = tokenizer.eos_id, tokenizer.think_id
+        self.chat_format = chat_format(tokenizer, chat_stop_ids(tokenizer))
 
     def close(self) -> None:
         pass
@@ -75,10 +78,10 @@ class TorchEngine:
         return encode_prompt(self.tokenizer, text)
 
     def stop_ids(self, chat: bool) -> set[int]:
-        return chat_stop_ids(self.tokenizer) if chat else {self.eos_id} - {None}
+        return set(self.chat_format.stop_ids) if chat else {self.eos_id} - {None}
 
     def knows_chat(self) -> bool:
-        return trained_on_chat(self.model, self.tokenizer)
+        return self.chat_format.template is not None or trained_on_chat(self.model, self.tokenizer)
 
     def complete(self, prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]],
                  config: GenerationConfig, stop_ids: Collection[int],

@@ -15,7 +15,7 @@ import torch
 
 from lantern.errors import LanternError
 from lantern.generation.engine import TextEngine
-from lantern.generation.prompts import chat_prompt, fit_context
+from lantern.generation.prompts import chat_messages, fit_context
 from lantern.generation.settings import GenerationConfig, check_seed
 
 HELP = """Commands:
@@ -68,7 +68,7 @@ class InteractiveSession:
 
     def run(self) -> None:
         _enable_line_editing()
-        mode = "chat (<system>/<user>/<assistant> template)" if self.chat else "text continuation"
+        mode = f"chat ({self.engine.chat_format.name})" if self.chat else "text continuation"
         self.say(f"=== Interactive generation: {mode} ===")
         self.say(f"Settings: {self.describe()}. Type /help for commands.")
         while True:
@@ -164,15 +164,19 @@ class InteractiveSession:
         context = self.engine.context_length
         ids = self.engine.encode(message)  # the user's own text must be valid
         if self.chat:
-            ids = self.engine.encode(chat_prompt(self.history, message, self.system))
+            ids = self.engine.encode(self.chat_text(message))
             while len(ids) > context and self.history:
                 self.history.pop(0)
-                ids = self.engine.encode(chat_prompt(self.history, message, self.system))
+                ids = self.engine.encode(self.chat_text(message))
         ids, cut = fit_context(ids, context)
         if cut:
             self.say(f"(note: the prompt is longer than the model's context of {context} "
                      "tokens; only its end is used)")
         return ids
+
+    def chat_text(self, message: str) -> str:
+        """The conversation so far and `message`, in the model's chat format."""
+        return self.engine.chat_format.render(chat_messages(self.history, message, self.system))
 
 
 SETTERS = {

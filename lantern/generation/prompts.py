@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from lantern.chat_template import ASSISTANT, END_ASSISTANT, USER, render
+from lantern.chat_template import ASSISTANT, END_ASSISTANT, USER
 from lantern.errors import LanternError
 from lantern.tokenizers import Tokenizer
 from lantern.tokenizers.base import UNK
@@ -41,17 +41,20 @@ def fit_context(ids: list[int], context: int) -> tuple[list[int], bool]:
     return (ids[-context:], True) if len(ids) > context else (ids, False)
 
 
-def chat_prompt(history: list[tuple[str, str]], message: str, system: str | None = None) -> str:
-    """The conversation in LANTERN's chat layout, open for the answer."""
+def chat_messages(history: list[tuple[str, str]], message: str,
+                  system: str | None = None) -> list[dict[str, str]]:
+    """A conversation so far, and the new message, as chat messages."""
     messages = [{"role": "system", "content": system}] if system else []
     for user, assistant in history:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    return render(messages + [{"role": "user", "content": message}])
+    return messages + [{"role": "user", "content": message}]
 
 
 def chat_stop_ids(tokenizer: Tokenizer) -> set[int]:
-    """Tokens that end an answer: end-of-sequence, the closing tag, or a new user turn."""
-    ids = (tokenizer.eos_id, tokenizer.token_to_id(END_ASSISTANT), tokenizer.token_to_id(USER))
+    """Tokens that end an answer in LANTERN's layout: end-of-sequence, end-of-turn, the closing
+    tag, or a new user turn."""
+    ids = (tokenizer.eos_id, tokenizer.end_of_turn_id, tokenizer.token_to_id(END_ASSISTANT),
+           tokenizer.token_to_id(USER))
     return {i for i in ids if i is not None}
 
 

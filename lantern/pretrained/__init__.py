@@ -2,7 +2,8 @@
 directories, loaded as LANTERN models or written as run directories."""
 
 from lantern.pretrained.catalog import KNOWN_MODELS, KnownModel, known_model
-from lantern.pretrained.load import load_pretrained, resolve
+from lantern.pretrained.load import load_pretrained, model_path, resolve
 from lantern.pretrained.pull import cache_root, pull
 
-__all__ = ["KNOWN_MODELS", "KnownModel", "cache_root", "known_model", "load_pretrained", "pull", "resolve"]
+__all__ = ["KNOWN_MODELS", "KnownModel", "cache_root", "known_model", "load_pretrained", "model_path", "pull",
+           "resolve"]

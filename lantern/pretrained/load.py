@@ -23,6 +23,14 @@ def resolve(spec: str | Path) -> Path:
                        f"(known: {', '.join(KNOWN_MODELS)})")
 
 
+def model_path(spec: str) -> str:
+    """`spec` itself, or, for a known model name that is no path here, its file in the cache
+    (pulled first): what `generate`, `chat` and `serve` take where they take a file."""
+    if str(spec) in KNOWN_MODELS and not Path(spec).exists():
+        return str(pull(KNOWN_MODELS[str(spec)]))
+    return spec
+
+
 def load_pretrained(spec: str | Path) -> tuple[Any, Tokenizer]:
     """(LANTERNModel in eval mode, Tokenizer) from a name, a .gguf file or a transformers directory."""
     path = resolve(spec)

@@ -3,7 +3,7 @@ OpenAI-shaped response (whole, or as stream chunks).
 
 Usage is exact: `prompt_tokens` counts each prompt's ids once (whatever `n`), and
 `completion_tokens` counts every token generated, except the stop token that ended a sequence
-(end-of-sequence, or a chat closing tag), which is never part of the text.
+(end-of-sequence, or the chat format's end of turn), which is never part of the text.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lantern.chat_template import render
 from lantern.errors import LanternError
 from lantern.generation.core import PromptScores
-from lantern.generation.prompts import chat_stop_ids, encode_prompt
+from lantern.generation.prompts import encode_prompt
 from lantern.generation.settings import GenerationConfig
 from lantern.serve.adaptive import adaptive_pieces, check_adaptive
 from lantern.serve.errors import APIError
@@ -108,7 +107,7 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, limits: 
 
 def prepare_chat(request: ChatCompletionRequest, served: ServedModel, limits: ServeLimits) -> Job:
     try:
-        text = render([{"role": m.role, "content": m.text} for m in request.messages])
+        text = served.chat_format.render([{"role": m.role, "content": m.text} for m in request.messages])
     except LanternError as exc:
         raise APIError(400, f"messages: {exc}", param="messages") from None
     ids = _fit(_encode(served, text), served, request.truncate)
@@ -116,7 +115,7 @@ def prepare_chat(request: ChatCompletionRequest, served: ServedModel, limits: Se
     max_tokens = request.token_limit or limits.max_tokens
     eos = {served.tokenizer.eos_id} if request.ignore_eos else set()
     return _job(request, served, limits, "chat", [ids], [text], max_tokens,
-                frozenset(chat_stop_ids(served.tokenizer) - eos), top, False)
+                served.chat_format.stop_ids - eos, top, False)
 
 
 def _encode(served: ServedModel, text: str | None) -> list[int]:

@@ -1,13 +1,22 @@
-"""The models a server holds: each with its tokenizer, its batching scheduler and its name."""
+"""The models a server holds: each with its tokenizer, its batching scheduler and its name.
+
+A GGUF file (or a known model name) is imported as a LANTERN model (`lantern.pretrained`), so it
+is served on the same decoding core, with continuous batching, logprobs and every other field
+the API has, and its chat template and end-of-turn token come along with its tokenizer."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from lantern.checkpoint import load_model
 from lantern.errors import LanternError
+from lantern.export.gguf_generate import is_gguf
+from lantern.generation.chat_format import ChatFormat, chat_format
+from lantern.generation.prompts import chat_stop_ids
+from lantern.pretrained import KNOWN_MODELS, load_pretrained, model_path
 from lantern.serve.errors import APIError
 from lantern.serve.limits import ServeLimits
 from lantern.serve.metrics import ServerMetrics
@@ -32,6 +41,10 @@ class ServedModel:
     def max_depth(self) -> int:
         return self.model.config.steps_per_block
 
+    @cached_property
+    def chat_format(self) -> ChatFormat:
+        return chat_format(self.tokenizer, chat_stop_ids(self.tokenizer))
+
 
 class ModelRegistry:
     def __init__(self, models: list[ServedModel]) -> None:
@@ -55,14 +68,25 @@ class ModelRegistry:
 
 
 def model_name(path: str | Path) -> str:
-    """A default name for a checkpoint: its run directory's name."""
+    """A default name for a model: a known model's name, a GGUF file's name without .gguf, or
+    a checkpoint's run directory's name."""
+    if str(path) in KNOWN_MODELS and not Path(path).exists():
+        return str(path)
     path = Path(path)
+    if is_gguf(path):
+        return path.stem
     return (path if path.is_dir() else path.parent).resolve().name or "lantern"
 
 
 def load_served_model(name: str, path: str | Path, device, limits: ServeLimits,
                       metrics: ServerMetrics) -> ServedModel:
-    model, tokenizer, _ = load_model(path, device=device)
+    """`path`: a run directory, a .pt checkpoint, a GGUF file or a known model name."""
+    path = model_path(str(path))
+    if is_gguf(path):
+        model, tokenizer = load_pretrained(path)
+        model = model.to(device)
+    else:
+        model, tokenizer, _ = load_model(path, device=device)
     scheduler = BatchScheduler(name, model, tokenizer, max_rows=limits.max_batch,
                                max_waiting=limits.max_waiting, metrics=metrics)
     return ServedModel(name, str(path), model, tokenizer, scheduler)

@@ -41,6 +41,7 @@ class Tokenizer(ABC):
 
     kind: str
     roles: Mapping[str, int] = MappingProxyType({})  # role -> id, from the vocabulary's own metadata
+    chat_template: str | None = None  # Jinja an imported vocabulary came with
 
     @property
     @abstractmethod

@@ -2,7 +2,9 @@
 
 For each problem: `hidden_pre` [L_i, D], the states of `question <think>`, and `hidden_post` [D],
 the state at the last `</think>` token, the one whose next-token prediction is the first answer
-token. Two modes:
+token. For a host of K > 1 latent slots, also the trajectory: `hidden_steps` [K - 1, D], the
+states at the boundaries of the earlier reasoning steps (each step's `;`), and every step's
+intermediate result (`step_results`, the text after the step's last `=`). Two modes:
 - `teacher`: one forward pass over the gold worked steps (exact, no generation);
 - `generate`: the host writes its own thinking (greedy, KV cache); answers that are wrong or
   whose thinking never closes within `max_new_tokens` are counted and dropped; the kept
@@ -34,7 +36,7 @@ from lantern.fileio import atomic_write, atomic_write_text, make_output_director
 from lantern.training.distributed import Distributed
 from lantern.trm.host import Host, LanternHost, load_host
 from lantern.trm.outputs import damage_reason, paired_files
-from lantern.trm.problems import Problem, load_problems
+from lantern.trm.problems import STEP_SEPARATOR, Problem, load_problems, step_result
 
 CONFIG_FILE = "datagen_config.json"
 PAIRS_STEM = "hidden_pairs"
@@ -75,6 +77,19 @@ class Pairs:
     problems: list[str]
     answers: list[str]
     meta: dict
+    hidden_steps: torch.Tensor | None = None  # (N, K - 1, D) states at the earlier boundaries
+    step_results: list[list[str]] | None = None  # per problem, K intermediate results
+
+    @property
+    def num_slots(self) -> int:
+        return 1 if self.hidden_steps is None else int(self.hidden_steps.shape[1]) + 1
+
+    @property
+    def trajectory(self) -> torch.Tensor:
+        """(N, K, D): the states at every step boundary, `hidden_post` last."""
+        if self.hidden_steps is None:
+            return self.hidden_post[:, None]
+        return torch.cat([self.hidden_steps, self.hidden_post[:, None]], dim=1)
 
     @property
     def seq_lengths(self) -> list[int]:
@@ -92,10 +107,12 @@ def save_pairs(stem: Path, pairs: Pairs) -> None:
     size = pairs.hidden_size if len(pairs) else int(pairs.meta.get("hidden_size", 0))
     pre = torch.cat(pairs.hidden_pre) if len(pairs) else torch.zeros(0, size)
     tensors = {"hidden_pre": pre.contiguous(), "hidden_post": pairs.hidden_post.contiguous()}
+    if pairs.hidden_steps is not None:
+        tensors["hidden_steps"] = pairs.hidden_steps.contiguous()
     atomic_write(stem.with_suffix(".safetensors"), lambda f: f.write(save_safetensors(tensors)))
     meta = {**pairs.meta, "hidden_size": size, "seq_lengths": pairs.seq_lengths,
             "num_thinking_tokens": pairs.num_thinking_tokens, "problems": pairs.problems,
-            "answers": pairs.answers}
+            "answers": pairs.answers, "step_results": pairs.step_results}
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta) + "\n")
 
 
@@ -111,7 +128,8 @@ def load_pairs(path: str | Path) -> Pairs:
         lengths = meta.pop("seq_lengths")
         return Pairs(list(torch.split(tensors["hidden_pre"], lengths)) if lengths else [],
                      tensors["hidden_post"], meta.pop("num_thinking_tokens"), meta.pop("problems"),
-                     meta.pop("answers"), meta)
+                     meta.pop("answers"), meta, tensors.get("hidden_steps"),
+                     meta.pop("step_results", None))
     except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         raise LanternError(f"cannot read hidden-state pairs {weights}: they are damaged "
                            f"({damage_reason(exc)})") from None
@@ -132,12 +150,31 @@ def teacher_forced(host: Host, problems: list[Problem], layer: int, batch_size: 
                    ) -> tuple[Pairs, dict]:
     """One forward over `question <think> steps </think> answer` per problem."""
     segments = [host.segments(p) for p in problems]
+    if host.num_slots > 1:
+        wrong = sorted({s.num_steps for s in segments} - {host.num_slots})
+        if wrong:
+            raise LanternError(f"the host has {host.num_slots} latent slots, one per reasoning "
+                               f"step, but problems have {wrong} step(s) (separated by ';')")
     states = host.states_of([s.full for s in segments], layer, batch_size)
     pre = [st[:len(s.context)] for st, s in zip(states, segments, strict=True)]
-    post = torch.stack([st[s.post_index] for st, s in zip(states, segments, strict=True)])
-    pairs = Pairs(pre, post, [len(s.thinking) for s in segments], [p.question for p in problems],
-                  [p.answer for p in problems], {})
+    boundaries = [st[s.boundaries] for st, s in zip(states, segments, strict=True)]
+    results = [[step_result(step) for step in p.steps] if host.num_slots > 1
+               else [step_result(p.thinking)] for p in problems]
+    pairs = _pairs(host, pre, boundaries, [len(s.thinking) for s in segments], problems, results)
     return pairs, {"attempted": len(problems), "kept": len(problems), "wrong": 0, "unclosed": 0}
+
+
+def _pairs(host: Host, pre: list[torch.Tensor], boundaries: list[torch.Tensor], thinking: list[int],
+           problems: list[Problem], results: list[list[str]]) -> Pairs:
+    """Pairs from per-problem (K, D) boundary states (`hidden_post` is the last)."""
+    if not boundaries:
+        return Pairs([], torch.zeros(0, host.hidden_size), [], [], [], {},
+                     torch.zeros(0, host.num_slots - 1, host.hidden_size) if host.num_slots > 1
+                     else None, [])
+    trajectory = torch.stack(boundaries)
+    return Pairs(pre, trajectory[:, -1], thinking, [p.question for p in problems],
+                 [p.answer for p in problems], {},
+                 trajectory[:, :-1] if host.num_slots > 1 else None, results)
 
 
 def self_generated(host: Host, problems: list[Problem], layer: int, batch_size: int,
@@ -154,32 +191,43 @@ def self_generated(host: Host, problems: list[Problem], layer: int, batch_size: 
 def pairs_from_outputs(host: LanternHost, problems: list[Problem], outputs: list[list[int]],
                        layer: int, batch_size: int) -> tuple[Pairs, dict]:
     """Pairs from generated continuations of `question <think>`: thinking that never closed and
-    wrong answers are counted and dropped; kept sequences get one full forward pass."""
-    kept: list[tuple[int, list[int], int]] = []  # (problem, sequence, position of </think>)
+    wrong answers are counted and dropped (with K slots, thinking of another number of steps
+    counts as wrong); kept sequences get one full forward pass."""
+    kept: list[tuple[int, list[int], list[int]]] = []  # (problem, sequence, boundary positions)
     counts = {"attempted": len(problems), "kept": 0, "wrong": 0, "unclosed": 0}
     contexts = [host.segments(p).context for p in problems]
+    separator = host.encode(STEP_SEPARATOR)
     for i, tokens in enumerate(outputs):
         if host.end_think_id not in tokens:
             counts["unclosed"] += 1
-        elif host.answer_of(tokens) != problems[i].answer:
+            continue
+        close = tokens.index(host.end_think_id)
+        steps = [j for j in range(close) if tokens[j:j + len(separator)] == separator] \
+            if host.num_slots > 1 else []
+        if host.answer_of(tokens) != problems[i].answer or len(steps) + 1 != host.num_slots:
             counts["wrong"] += 1
         else:
-            kept.append((i, contexts[i] + tokens, len(contexts[i]) + tokens.index(host.end_think_id)))
+            start = len(contexts[i])
+            kept.append((i, contexts[i] + tokens,
+                         [start + j + len(separator) - 1 for j in steps] + [start + close]))
     counts["kept"] = len(kept)
     states = host.states_of([seq for _, seq, _ in kept], layer, batch_size) if kept else []
     pre = [st[:len(contexts[i])] for st, (i, _, _) in zip(states, kept, strict=True)]
-    post = torch.stack([st[p] for st, (_, _, p) in zip(states, kept, strict=True)]) if kept \
-        else torch.zeros(0, host.hidden_size)
-    thinking = [p - len(contexts[i]) for i, _, p in kept]
-    pairs = Pairs(pre, post, thinking, [problems[i].question for i, _, _ in kept],
-                  [problems[i].answer for i, _, _ in kept], {})
-    return pairs, counts
+    boundaries = [st[b] for st, (_, _, b) in zip(states, kept, strict=True)]
+    thinking = [b[-1] - len(contexts[i]) for i, _, b in kept]
+    texts = [host.tokenizer.decode(seq[len(contexts[i]):b[-1]], skip_special_tokens=True)
+             for i, seq, b in kept]
+    results = [[step_result(step) for step in (text.split(STEP_SEPARATOR) if host.num_slots > 1
+                                               else [text])] for text in texts]
+    return _pairs(host, pre, boundaries, thinking, [problems[i] for i, _, _ in kept], results), counts
 
 
 def _settings(cfg: DatagenConfig, host: Host, problems: list[Problem]) -> dict:
     values = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
     values.update(host_fingerprint=host.fingerprint, dataset_digest=dataset_digest(problems),
                   layer=host.resolve_layer(cfg.layer), hidden_size=host.hidden_size)
+    if host.num_slots > 1:
+        values["num_slots"] = host.num_slots
     return values
 
 
@@ -260,8 +308,11 @@ def _merge(out: Path, chunks: int, host: Host) -> tuple[Pairs, dict]:
     counts = {k: sum(p.meta["counts"][k] for p in parts) for k in ("attempted", "kept", "wrong",
                                                                    "unclosed")}
     posts = [p.hidden_post for p in parts if len(p)]
+    steps = [p.hidden_steps for p in parts if len(p) and p.hidden_steps is not None]
     merged = Pairs([h for p in parts for h in p.hidden_pre],
                    torch.cat(posts) if posts else torch.zeros(0, host.hidden_size),
                    [n for p in parts for n in p.num_thinking_tokens],
-                   [q for p in parts for q in p.problems], [a for p in parts for a in p.answers], {})
+                   [q for p in parts for q in p.problems], [a for p in parts for a in p.answers], {},
+                   torch.cat(steps) if steps else None,
+                   [r for p in parts for r in (p.step_results or [])])
     return merged, counts

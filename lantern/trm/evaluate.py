@@ -2,13 +2,17 @@
 
 - `full`: the host writes its thinking, then the answer (the reference);
 - `no_think`: `question <think> </think>`, answer straight away;
-- `oracle`: the host's own state at `</think>` (teacher-forced gold steps) in the latent slot:
-  the ceiling of any predicted state;
-- `trm`: the SequenceTRM's prediction (EMA weights, halting on) in the slot;
-- controls: `mean` (the training mean state), `zero` (a zero state), `shuffled` (another
-  problem's prediction) in the slot;
-- `lm_head_first_token`: the guide's method: the predicted state through the language-model
-  head gives the first answer token only, then the host continues after `</think>`.
+- `oracle`: the host's own states at the K step boundaries (teacher-forced gold steps; K = 1:
+  the `</think>` state) in its K latent slots: the ceiling of any predicted state;
+- `oracle_compressed`: the same through the compressor (compress, decompress): the ceiling of
+  a TRM that works in the compressed space;
+- `trm`: the SequenceTRM's predictions (EMA weights; one slot: halting on; a trajectory: every
+  supervision step) in the slots;
+- `trm_digits`: no host at all: the answer read from the TRM's digit head at its last step;
+- controls: `mean` (the training mean states), `zero` (zero states), `shuffled` (another
+  problem's predictions) in the slots;
+- `lm_head_first_token`: the predicted (last) state through the language-model head gives the
+  first answer token only, then the host continues after `</think>` without the state.
 Exact match and per-character accuracy with bootstrap confidence intervals, generated tokens
 and wall time per answer, `report.json` and a bar chart beside it.
 """
@@ -28,11 +32,14 @@ from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.trm.compressor import check_compressor_fits, load_compressor
 from lantern.trm.host import LanternHost, load_host
+from lantern.trm.host_training import boundary_states
 from lantern.trm.problems import load_problems
-from lantern.trm.training import load_trm
+from lantern.trm.training import batch_inputs, digits_to_answer, load_trm
 
-MODES = ("full", "no_think", "oracle", "trm", "mean", "zero", "shuffled", "lm_head_first_token")
-NEEDS_TRM = ("trm", "mean", "shuffled", "lm_head_first_token")
+MODES = ("full", "no_think", "oracle", "oracle_compressed", "trm", "trm_digits", "mean", "zero",
+         "shuffled", "lm_head_first_token")
+NEEDS_TRM = ("trm", "trm_digits", "mean", "shuffled", "lm_head_first_token")
+NEEDS_COMPRESSOR = (*NEEDS_TRM, "oracle_compressed")
 
 
 @dataclass
@@ -42,7 +49,7 @@ class EvalConfig:
     output: str = "report.json"
     trm_checkpoint: str | None = None
     compressor_checkpoint: str | None = None
-    modes: str = ",".join(MODES)
+    modes: str | None = None  # None = every mode the checkpoints allow
     num_samples: int = 200
     max_new_tokens: int = 256
     batch_size: int = 64
@@ -58,6 +65,8 @@ class EvalConfig:
             require_positive(self, "eval_supervision_steps")
 
     def mode_list(self) -> list[str]:
+        if self.modes is None:
+            return [m for m in MODES if m != "trm_digits"]
         modes = [m.strip() for m in self.modes.split(",") if m.strip()]
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
@@ -65,6 +74,8 @@ class EvalConfig:
         if any(m in NEEDS_TRM for m in modes) and not (self.trm_checkpoint and self.compressor_checkpoint):
             raise LanternError(f"modes {', '.join(m for m in modes if m in NEEDS_TRM)} need "
                                "--trm_checkpoint and --compressor_checkpoint")
+        if "oracle_compressed" in modes and not self.compressor_checkpoint:
+            raise LanternError("mode oracle_compressed needs --compressor_checkpoint")
         return modes
 
 
@@ -96,54 +107,67 @@ class Evaluator:
         self.segments = [host.segments(p) for p in self.problems]
         self.modes = cfg.mode_list()
         self.trm = self.comp = None
-        if any(m in NEEDS_TRM for m in self.modes):
-            self.trm, self.trm_data = load_trm(cfg.trm_checkpoint, cfg.device)
+        if any(m in NEEDS_COMPRESSOR for m in self.modes):
             self.comp, info = load_compressor(cfg.compressor_checkpoint)
             check_compressor_fits(info, host.hidden_size, host.fingerprint, host.num_layers, "--host")
+            self.comp.to(cfg.device)
+        if any(m in NEEDS_TRM for m in self.modes):
+            self.trm, self.trm_data = load_trm(cfg.trm_checkpoint, cfg.device)
             if self.trm_data.get("host_fingerprint") != host.fingerprint:
                 raise LanternError("the TRM was trained on pairs of another host than --host")
             if self.trm.cfg.d_model != self.comp.d_compressed:
                 raise LanternError(f"the TRM reads and predicts {self.trm.cfg.d_model} dimensions, the "
                                    f"compressor in {self.comp.d_compressed}")
-            self.comp.to(cfg.device)
-        self._predicted: tuple[torch.Tensor, float] | None = None
+            if self.trm.cfg.num_slots != host.num_slots:
+                raise LanternError(f"the TRM predicts {self.trm.cfg.num_slots} slot(s), the host has "
+                                   f"{host.num_slots}")
+            if cfg.modes is None and self.trm.cfg.result_digits:
+                self.modes.insert(self.modes.index("trm") + 1, "trm_digits")
+            if "trm_digits" in self.modes and not self.trm.cfg.result_digits:
+                raise LanternError("mode trm_digits needs a TRM trained with a digit head "
+                                   "(--digit_loss_weight > 0)")
+        self._predicted: tuple[torch.Tensor, torch.Tensor | None, float] | None = None
 
     def forget_predictions(self) -> None:
         """Drop the cached TRM predictions, so the next mode that needs them pays their time."""
         self._predicted = None
 
-    def slot_prompts(self) -> tuple[list[list[int]], list[int]]:
-        return ([s.context + [self.host.latent_id] + s.close for s in self.segments],
-                [len(s.context) for s in self.segments])
+    def slot_prompts(self) -> tuple[list[list[int]], list[list[int]]]:
+        prompts = [self.host.slot_prompt(s) for s in self.segments]
+        return [p for p, _ in prompts], [i for _, i in prompts]
 
     def oracle_states(self) -> torch.Tensor:
-        states = self.host.states_of([s.full for s in self.segments], -1, self.cfg.batch_size)
-        return torch.stack([st[s.post_index] for st, s in zip(states, self.segments, strict=True)])
+        """(N, K, D): the host's own states at every step boundary."""
+        return torch.stack(boundary_states(self.host, self.segments, self.cfg.batch_size))
 
-    def predicted_states(self) -> tuple[torch.Tensor, float]:
-        """TRM predictions (computed once; their time is charged to every mode using them)."""
+    def predicted_states(self) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """TRM predictions (N, K, D) and, with a digit head, the last step's digits (N, R),
+        computed once; their time is charged to every mode using them."""
         if self._predicted is None:
             started = time.perf_counter()
             pre = self.host.states_of([s.context for s in self.segments], -1, self.cfg.batch_size)
             halt_at = self.trm_data.get("halt_at")
             steps = self.cfg.eval_supervision_steps or self.trm.cfg.n_supervision_steps
-            out = []
+            out, digits = [], []
             with torch.no_grad():
                 for start in range(0, len(pre), self.cfg.batch_size):
                     chunk = [self.comp.compress(h.to(self.cfg.device)) for h in
                              pre[start:start + self.cfg.batch_size]]
-                    width = max(len(c) for c in chunk)
-                    x = torch.zeros(len(chunk), width, chunk[0].shape[1], device=self.cfg.device)
-                    padding = torch.ones(len(chunk), width, dtype=torch.bool, device=self.cfg.device)
-                    for j, c in enumerate(chunk):
-                        x[j, :len(c)] = c
-                        padding[j, :len(c)] = False
-                    pred, _ = self.trm.predict(x, padding, steps, halt_at)
+                    x, padding = batch_inputs(chunk, list(range(len(chunk))), self.cfg.device)
+                    if self.trm.cfg.num_slots > 1 or self.trm.cfg.result_digits:
+                        result, logits = self.trm.trajectory(x, padding)
+                        pred = result.slots
+                        if logits is not None:
+                            digits.append(logits[:, -1].argmax(-1).cpu())
+                    else:
+                        pred, _ = self.trm.predict(x, padding, steps, halt_at)
+                        pred = pred[:, None]
                     out.append(self.comp.decompress(pred).cpu())
-            self._predicted = (torch.cat(out), time.perf_counter() - started)
+            self._predicted = (torch.cat(out), torch.cat(digits) if digits else None,
+                               time.perf_counter() - started)
         return self._predicted
 
-    def run_mode(self, mode: str) -> tuple[list[str], list[list[int]], float]:
+    def run_mode(self, mode: str) -> tuple[list[str | None], list[list[int]], float]:
         """(answers, generated tokens of each answer, seconds for the whole mode)."""
         host, cfg = self.host, self.cfg
         started = time.perf_counter()
@@ -156,33 +180,53 @@ class Evaluator:
                 answers = [a if host.end_think_id in t else None for a, t in zip(answers, outputs,
                                                                                    strict=True)]
             return answers, outputs, time.perf_counter() - started
+        if mode == "trm_digits":  # no host: the TRM's own digit head reads the answer
+            _, digits, extra = self.predicted_states()
+            answers = [digits_to_answer(d, len(p.answer)) for d, p in zip(digits, self.problems,
+                                                                          strict=True)]
+            return answers, [[] for _ in answers], extra
         if mode == "lm_head_first_token":
-            states, extra = self.predicted_states()
+            states, _, extra = self.predicted_states()
             with torch.no_grad():
-                first = host.model.lm_head(states.to(cfg.device)).argmax(dim=-1).tolist()
+                first = host.model.lm_head(states[:, -1].to(cfg.device)).argmax(dim=-1).tolist()
             prompts = [s.context + s.close + [f] for s, f in zip(self.segments, first, strict=True)]
             outputs = host.complete(prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
             answers = [host.answer_of([f] + t) for f, t in zip(first, outputs, strict=True)]
             return answers, [[f] + t for f, t in zip(first, outputs, strict=True)], \
                 time.perf_counter() - started + extra
-        if mode == "oracle":
+        slots = host.num_slots
+        if mode in ("oracle", "oracle_compressed"):
             states = self.oracle_states()
+            if mode == "oracle_compressed":
+                with torch.no_grad():
+                    states = self.comp.decompress(self.comp.compress(states.to(cfg.device))).cpu()
         elif mode == "zero":
-            states = torch.zeros(len(self.segments), host.hidden_size)
+            states = torch.zeros(len(self.segments), slots, host.hidden_size)
         elif mode == "mean":
-            states = self.trm_data["mean_post"].float()[None].expand(len(self.segments), -1)
+            mean = self.trm_data.get("mean_trajectory", self.trm_data["mean_post"][None]).float()
+            states = mean[None].expand(len(self.segments), -1, -1)
         else:
-            states, extra = self.predicted_states()
+            states, _, extra = self.predicted_states()
             if mode == "shuffled":
                 perm = torch.randperm(len(states), generator=torch.Generator().manual_seed(cfg.seed))
                 index = torch.empty_like(perm)
                 index[perm] = perm.roll(-1)  # a cycle through a random order: no row keeps its own
                 states = states[index]
-        prompts, index = self.slot_prompts()
-        outputs = host.complete(prompts, cfg.max_new_tokens, states.contiguous(), index,
-                                batch_size=cfg.batch_size)
-        answers = [host.answer_of(t) for t in outputs]
+        answers, outputs = self.answers_from_slots(states)
         return answers, outputs, time.perf_counter() - started + extra
+
+    def answers_from_slots(self, states: torch.Tensor) -> tuple[list[str], list[list[int]]]:
+        """The host's greedy answers with `states` (N, K, D) in its K slots, and each answer's
+        tokens with the K slots counted in front (they are where the thinking went)."""
+        prompts, index = self.slot_prompts()
+        outputs = self.host.complete(prompts, self.cfg.max_new_tokens, list(states), index,
+                                     batch_size=self.cfg.batch_size)
+        slots = [self.host.latent_id] * self.host.num_slots
+        return [self.host.answer_of(t) for t in outputs], [slots + t for t in outputs]
+
+    def score(self, answers: list[str | None]) -> float:
+        """Exact-match share of these answers."""
+        return sum(a == p.answer for a, p in zip(answers, self.problems, strict=True)) / len(answers)
 
     def run(self) -> dict:
         gold = [p.answer for p in self.problems]
@@ -200,7 +244,8 @@ class Evaluator:
                 "generated_tokens": float(np.mean([len(t) for t in outputs])),
                 "seconds_per_answer": seconds / len(gold),
                 "unclosed_thinking": sum(a is None for a in answers),
-                "cut_by_max_new_tokens": sum(self.host.eos_id not in t for t in outputs),
+                "cut_by_max_new_tokens": 0 if mode == "trm_digits" else sum(
+                    self.host.eos_id not in t for t in outputs),
                 "examples": [{"question": p.question, "gold": g, "answer": a}
                              for p, g, a in list(zip(self.problems, gold, answers, strict=True))[:5]],
             }

@@ -98,7 +98,9 @@ class SlotPolicy:
         self.host = host
         self.segments = [host.segments(p) for p in problems]
         self.pre = host.states_of([s.context for s in self.segments], -1)
-        self.prompts = [s.context + [host.latent_id] + s.close for s in self.segments]
+        prompts = [host.slot_prompt(s) for s in self.segments]
+        self.prompts = [ids for ids, _ in prompts]
+        self.slot_positions = [positions for _, positions in prompts]
 
     def states(self, trm: SequenceTRM, comp: DimensionCompressor, rows: list[int]) -> torch.Tensor:
         device = self.host.device
@@ -113,7 +115,9 @@ class SlotPolicy:
         ids, targets = thinking_targets(seqs, [len(self.prompts[i]) for i in rows],
                                         self.host.tokenizer.pad_id)
         device = states.device
-        index = torch.tensor([len(self.segments[i].context) for i in rows], device=device)
+        index = torch.tensor([self.slot_positions[i] for i in rows], device=device)
+        if states.dim() == 2:  # one slot
+            index = index[:, 0]
         logits = self.host.model.lm_head(self.host.forward(ids.to(device), states, index)).float()
         targets = targets.to(device)
         picked = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
@@ -133,6 +137,9 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     check_compressor_fits(comp_info, host.hidden_size, host.fingerprint, host.num_layers, "--host")
     if trm_data.get("host_fingerprint") != host.fingerprint:
         raise LanternError("the TRM was trained on pairs of another host than --host")
+    if trm.cfg.num_slots != host.num_slots:
+        raise LanternError(f"the TRM predicts {trm.cfg.num_slots} slot(s), the host has "
+                           f"{host.num_slots}")
     comp.to(cfg.device)
     problems = load_problems(cfg.dataset, cfg.num_samples)
     torch.manual_seed(cfg.seed)
@@ -157,7 +164,7 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
             group_rows = [i for i in rows for _ in range(cfg.group_size)]
             with torch.no_grad():
                 states = policy.states(trm, comp, rows).repeat_interleave(cfg.group_size, dim=0)
-                index = [len(policy.segments[i].context) for i in group_rows]
+                index = [policy.slot_positions[i] for i in group_rows]
                 answers = host.complete([policy.prompts[i] for i in group_rows], cfg.max_new_tokens,
                                         states, index, temperature=cfg.temperature,
                                         seed=cfg.seed + step * len(group_rows))

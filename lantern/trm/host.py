@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from lantern.generation.core import generate_stream
 from lantern.generation.settings import GenerationConfig
 from lantern.tokenizers import CharTokenizer
 from lantern.tokenizers.base import SPECIAL_TOKENS, THINK
-from lantern.trm.problems import Problem
+from lantern.trm.problems import STEP_SEPARATOR, Problem
 
 END_THINK = "</think>"
 LATENT = "<lat>"
@@ -35,12 +35,15 @@ HOST_INFO_FILE = "trm_host.json"
 
 @dataclass
 class Segments:
-    """A problem's token ids in four parts; `context` ends with the `<think>` token(s)."""
+    """A problem's token ids in four parts; `context` ends with the `<think>` token(s).
+    `separators` are the indices in `thinking` of the last token of each `;` between reasoning
+    steps (none for thinking of one step)."""
 
     context: list[int]
     thinking: list[int]
     close: list[int]
     answer: list[int]  # answer tokens, then end-of-sequence when the host has one
+    separators: list[int] = field(default_factory=list)
 
     @property
     def full(self) -> list[int]:
@@ -52,8 +55,28 @@ class Segments:
         return len(self.context) + len(self.thinking) + len(self.close) - 1
 
     @property
+    def num_steps(self) -> int:
+        return len(self.separators) + 1
+
+    @property
+    def boundaries(self) -> list[int]:
+        """Positions in `full` of the token that closes each reasoning step: its `;`, and
+        `</think>` for the last step (so one step has the single boundary `post_index`)."""
+        return [len(self.context) + i for i in self.separators] + [self.post_index]
+
+    @property
     def no_think(self) -> list[int]:
         return self.context + self.close + self.answer
+
+    def with_slots(self, replaced: int, latent_id: int) -> tuple[list[int], list[int]]:
+        """`question <think> <lat>*j [steps j+1.. of the thinking] </think> answer` for j =
+        `replaced` steps, and the slots' positions (slot k stands for boundary k)."""
+        if not 1 <= replaced <= self.num_steps:
+            raise LanternError(f"{replaced} latent slots for a problem of {self.num_steps} "
+                               "reasoning steps")
+        rest = self.thinking[self.separators[replaced - 1] + 1:] if replaced < self.num_steps else []
+        ids = self.context + [latent_id] * replaced + rest + self.close + self.answer
+        return ids, list(range(len(self.context), len(self.context) + replaced))
 
 
 def host_tokenizer(problems: list[Problem]) -> CharTokenizer:
@@ -83,6 +106,7 @@ class Host:
     eos_id: int | None
     model: nn.Module
     context_length: int | None = None  # the most tokens it reads; None where it names no limit
+    num_slots: int = 1  # K latent slots, one per reasoning step (1: the thinking is one step)
 
     def check_length(self, ids: torch.Tensor) -> None:
         """Refuse, in one line, rows longer than the host reads (its position table, or the
@@ -109,10 +133,21 @@ class Host:
         return resolved
 
     def segments(self, problem: Problem) -> Segments:
+        """The problem's ids. With K > 1 slots the thinking is encoded step by step with the
+        `;` between, so the step boundaries are exact token positions whatever the tokenizer
+        merges; a host of one slot reads the whole thinking as one step."""
         think, close = self.think_ids()
         answer = self.encode(problem.answer) + ([self.eos_id] if self.eos_id is not None else [])
-        return Segments(self.encode(problem.question) + think, self.encode(problem.thinking), close,
-                        answer)
+        context = self.encode(problem.question) + think
+        if self.num_slots == 1:
+            return Segments(context, self.encode(problem.thinking), close, answer)
+        thinking, separators = [], []
+        for i, step in enumerate(problem.steps):
+            if i:
+                thinking += self.encode(STEP_SEPARATOR)
+                separators.append(len(thinking) - 1)
+            thinking += self.encode(step)
+        return Segments(context, thinking, close, answer, separators)
 
     @property
     def fingerprint(self) -> str:
@@ -146,10 +181,11 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
 class LanternHost(Host):
     """A LANTERN run directory; with `trm_host.json` beside it, also its latent slot."""
 
-    def __init__(self, model, tokenizer, slot: LatentSlot | None = None) -> None:
+    def __init__(self, model, tokenizer, slot: LatentSlot | None = None, num_slots: int = 1) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.slot = slot
+        self.num_slots = num_slots  # K: one slot per reasoning step it was trained to stand for
         self.hidden_size = model.config.hidden_size
         self.num_layers = model.config.num_blocks
         self.eos_id = tokenizer.eos_id
@@ -166,10 +202,24 @@ class LanternHost(Host):
                                "one with `lantern trm host`")
         return [self.tokenizer.think_id], [self.end_think_id]
 
-    def slot_sequence(self, seg: Segments) -> tuple[list[int], int]:
-        """`question <think> <lat> </think> answer` and the slot's position."""
+    def slot_sequence(self, seg: Segments, replaced: int | None = None) -> tuple[list[int], list[int]]:
+        """The problem with its first `replaced` reasoning steps in latent slots, and the slots'
+        positions; by default all K: `question <think> <lat>*K </think> answer`, for which the
+        thinking itself is not needed."""
         self.require_slot()
-        return seg.context + [self.latent_id] + seg.close + seg.answer, len(seg.context)
+        if replaced is None or replaced == self.num_slots:
+            ids = seg.context + [self.latent_id] * self.num_slots + seg.close + seg.answer
+            return ids, list(range(len(seg.context), len(seg.context) + self.num_slots))
+        if seg.num_steps != self.num_slots:
+            raise LanternError(f"this host has {self.num_slots} latent slot(s), one per reasoning "
+                               f"step, but a problem has {seg.num_steps} step(s) (steps are "
+                               "separated by ';' in the thinking)")
+        return seg.with_slots(replaced, self.latent_id)
+
+    def slot_prompt(self, seg: Segments) -> tuple[list[int], list[int]]:
+        """`question <think> <lat>*K </think>`: where the answer is generated from the slots."""
+        ids, positions = self.slot_sequence(seg)
+        return ids[:len(ids) - len(seg.answer)], positions
 
     def require_slot(self) -> LatentSlot:
         if self.slot is None or self.latent_id is None:
@@ -178,12 +228,17 @@ class LanternHost(Host):
 
     def embed(self, ids: torch.Tensor, position_ids: torch.Tensor, slot_states: torch.Tensor | None,
               slot_index: torch.Tensor | None) -> torch.Tensor:
-        """Input embeddings, with the slot rows' projected states added at `slot_index`."""
+        """Input embeddings, with projected states added at the slots: `slot_states` (B, D) at
+        `slot_index` (B,), or (B, S, D) at (B, S) where an index of -1 marks no slot."""
         h = self.model.embed(ids, position_ids)
         if slot_states is not None:
-            rows = torch.arange(ids.shape[0], device=ids.device)
-            extra = self.require_slot()(slot_states.to(h.dtype))
-            h = h.index_put((rows, slot_index), h[rows, slot_index] + extra)
+            if slot_states.dim() == 2:
+                slot_states, slot_index = slot_states[:, None], slot_index[:, None]
+            used = slot_index >= 0
+            rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(slot_index)[used]
+            positions = slot_index[used]
+            extra = self.require_slot()(slot_states[used].to(h.dtype))
+            h = h.index_put((rows, positions), h[rows, positions] + extra)
         return h
 
     def forward(self, ids: torch.Tensor, slot_states: torch.Tensor | None = None,
@@ -221,12 +276,14 @@ class LanternHost(Host):
 
     @torch.no_grad()
     def complete(self, prompts: list[list[int]], max_new_tokens: int,
-                 slot_states: torch.Tensor | None = None, slot_index: list[int] | None = None,
+                 slot_states: torch.Tensor | list[torch.Tensor] | None = None,
+                 slot_index: list[int] | list[list[int]] | None = None,
                  stop_id: int | None = None, batch_size: int = 64, temperature: float = 0.0,
                  seed: int | None = None) -> list[list[int]]:
         """Continuations (greedy, or sampled at `temperature`; row i seeded `seed + i`), each
         ending with `stop_id` when it came, from the decoding core. With `slot_states`, prompt
-        i's `<lat>` at `slot_index[i]` gets its token embedding plus the projected state."""
+        i's `<lat>` at `slot_index[i]` (one position, or a list for K slots) gets its token
+        embedding plus the projected state(s) `slot_states[i]` ((D,) or (K, D))."""
         stop_id = self.eos_id if stop_id is None else stop_id
         out: list[list[int]] = [[] for _ in prompts]
         room = self.model.config.context_length
@@ -260,7 +317,7 @@ class LanternHost(Host):
         tensors = {k: v.detach().cpu().contiguous() for k, v in slot.state_dict().items()}
         atomic_write(directory / SLOT_FILE, lambda f: f.write(save_safetensors(tensors)))
         info = {"state_layer": state_layer, "state_size": slot.proj.in_features,
-                "latent_token": LATENT, "end_think_token": END_THINK}
+                "num_slots": self.num_slots, "latent_token": LATENT, "end_think_token": END_THINK}
         atomic_write_text(directory / HOST_INFO_FILE, json.dumps(info, indent=2) + "\n")
 
 
@@ -319,10 +376,11 @@ def load_host(path: str | Path, device: str | torch.device = "cpu") -> Host:
     for p in model.parameters():
         p.requires_grad_(False)
     directory = path if path.is_dir() else path.parent
-    slot = None
+    slot, num_slots = None, 1
     if (directory / HOST_INFO_FILE).is_file():
         info = json.loads((directory / HOST_INFO_FILE).read_text())
         slot = LatentSlot(int(info["state_size"]), model.config.hidden_size)
         slot.load_state_dict(load_safetensors((directory / SLOT_FILE).read_bytes()))
         slot.to(device).eval().requires_grad_(False)
-    return LanternHost(model, tokenizer, slot)
+        num_slots = int(info.get("num_slots", 1))
+    return LanternHost(model, tokenizer, slot, num_slots)

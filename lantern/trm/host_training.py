@@ -1,14 +1,16 @@
-"""Train a LANTERN host for LLM-TRM: character tokens, `<think> ... </think>` reasoning, and a
-latent slot (CODI/Coconut style).
+"""Train a LANTERN host for LLM-TRM: character tokens, `<think> ... </think>` reasoning, and K
+step-aligned latent slots (Coconut style).
 
 Each step sees every problem of the batch twice:
 - full thinking, `question <think> steps </think> answer`, next-token loss after the question;
-- `question <think> <lat> </think> answer`, whose slot input carries the host's own final state
-  at `</think>` from the first pass, loss on `</think>` and the answer. The slot loss's gradient
-  flows back into that state too (as Coconut trains its continuous thoughts end to end), so the
-  full pass learns to gather the answer into its `</think>` state, the state the TRM will
-  predict; `detach_teacher_state` stops it (the state is then a fixed teacher, CODI style).
-Because the slot sits in the sequence, every answer token attends to it. Optionally a share of
+- a mixed row, `question <think> <lat>*j [steps j+1..K] </think> answer` with j drawn from 1..K,
+  whose slot k carries the host's own final state at the boundary of reasoning step k (its `;`,
+  or `</think>` for the last) from the first pass; loss on everything after the slots. With
+  K = 1 that is `question <think> <lat> </think> answer` with the `</think>` state. The slot
+  loss's gradient flows back into those states too (as Coconut trains its continuous thoughts
+  end to end), so the full pass learns to gather each step's result into its boundary state,
+  the states the TRM will predict; `detach_teacher_state` stops it (fixed teacher, CODI style).
+Because the slots sit in the sequence, every later token attends to them. Optionally a share of
 rows is also shown as `question <think> </think> answer` (no thinking), so the no-thinking
 baseline is trained rather than out of distribution.
 """
@@ -57,6 +59,7 @@ class HostTrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     latent_weight: float = 1.0
+    slots: int = 1
     detach_teacher_state: bool = False
     no_think_fraction: float = 0.0
     val_fraction: float | None = None  # None = 0.05 (unless val_problems is given)
@@ -84,7 +87,7 @@ class HostTrainConfig:
         if self.val_fraction is not None and self.val_problems:
             raise LanternError("--val_fraction and --val_problems both choose the validation set; "
                                "give one")
-        require_positive(self, "batch_size", "max_steps", "eval_interval", "eval_problems")
+        require_positive(self, "batch_size", "max_steps", "eval_interval", "eval_problems", "slots")
         if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
             raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
         if self.learning_rate <= 0 or self.latent_weight < 0:
@@ -101,9 +104,25 @@ def thinking_targets(sequences: list[list[int]], start: list[int], pad_id: int
     return ids, targets
 
 
+def slot_batch(rows: list[tuple[list[int], list[int]]], states: list[torch.Tensor], pad_id: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, targets, slot states (B, S, D), slot index (B, S), -1 where a row has fewer slots)
+    for rows of (ids, slot positions); the loss covers every token after a row's last slot."""
+    ids, targets = thinking_targets([r for r, _ in rows], [p[-1] + 1 for _, p in rows], pad_id)
+    width = max(len(p) for _, p in rows)
+    index = torch.full((len(rows), width), -1, dtype=torch.long)
+    slot_states = states[0].new_zeros(len(rows), width, states[0].shape[-1])
+    for row, ((_, positions), state) in enumerate(zip(rows, states, strict=True)):
+        index[row, :len(positions)] = torch.as_tensor(positions)
+        slot_states[row, :len(positions)] = state
+    return ids.to(device), targets.to(device), slot_states, index.to(device)
+
+
 def host_losses(host: LanternHost, batch: list[Segments], no_think: list[bool], latent_weight: float,
-                device: torch.device, detach: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """Full-thinking loss plus `latent_weight` x the slot sequences' answer loss."""
+                device: torch.device, detach: bool = False, replaced: list[int] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Full-thinking loss plus `latent_weight` x the mixed rows' loss; row i's mixed row has its
+    first `replaced[i]` steps in slots (all K by default)."""
     pad = host.tokenizer.pad_id
     rows = [s.no_think if skip else s.full for s, skip in zip(batch, no_think, strict=True)]
     ids, targets = thinking_targets(rows, [len(s.context) for s in batch], pad)
@@ -115,35 +134,52 @@ def host_losses(host: LanternHost, batch: list[Segments], no_think: list[bool], 
     thinking_rows = [i for i, skip in enumerate(no_think) if not skip]
     if latent_weight == 0 or not thinking_rows:
         return full_loss, metrics
-    post = torch.tensor([batch[i].post_index for i in thinking_rows], device=device)
-    states = h[torch.tensor(thinking_rows, device=device), post]
-    if detach:
-        states = states.detach()
-    slot_rows = [host.slot_sequence(batch[i]) for i in thinking_rows]
-    ids, targets = thinking_targets([s for s, _ in slot_rows], [i + 1 for _, i in slot_rows], pad)
-    index = torch.tensor([i for _, i in slot_rows], device=device)
-    slot_logits = host.model.lm_head(host.forward(ids.to(device), states, index))
-    slot_loss = F.cross_entropy(slot_logits.flatten(0, 1).float(), targets.to(device).flatten(),
-                                ignore_index=IGNORE_INDEX)
+    mixed, states = [], []
+    for i in thinking_rows:
+        j = host.num_slots if replaced is None else replaced[i]
+        mixed.append(host.slot_sequence(batch[i], j))
+        state = h[i, torch.tensor(batch[i].boundaries[:j], device=device)]
+        states.append(state.detach() if detach else state)
+    # Rows with every step in slots are short: run them apart from the long ones (less padding).
+    total, count = 0.0, 0
+    for group in ([r for r, j in enumerate(mixed) if len(j[1]) == host.num_slots],
+                  [r for r, j in enumerate(mixed) if len(j[1]) < host.num_slots]):
+        if not group:
+            continue
+        ids, targets, slot_states, index = slot_batch([mixed[r] for r in group],
+                                                      [states[r] for r in group], pad, device)
+        slot_logits = host.model.lm_head(host.forward(ids, slot_states, index))
+        total = total + F.cross_entropy(slot_logits.flatten(0, 1).float(), targets.flatten(),
+                                        ignore_index=IGNORE_INDEX, reduction="sum")
+        count += int((targets != IGNORE_INDEX).sum())
+    slot_loss = total / count
     metrics["slot_loss"] = slot_loss.item()
     return full_loss + latent_weight * slot_loss, metrics
+
+
+def boundary_states(host: LanternHost, segments: list[Segments], batch_size: int = 16
+                    ) -> list[torch.Tensor]:
+    """Per problem, (K, D): the host's final states at its K step boundaries (one full forward
+    over the gold thinking): what the slots carry in `oracle` mode and what the TRM predicts."""
+    states = host.states_of([s.full for s in segments], -1, batch_size)
+    return [st[s.boundaries] for st, s in zip(states, segments, strict=True)]
 
 
 @torch.no_grad()
 def host_accuracy(host: LanternHost, segments: list[Segments], answers: list[str],
                   max_new_tokens: int) -> dict[str, float]:
-    """Exact-match accuracy thinking in full, and with the host's own state in the slot."""
+    """Exact-match accuracy thinking in full, and with the host's own states in all K slots."""
     full = host.complete([s.context for s in segments], max_new_tokens)
     full_acc = sum(host.answer_of(t) == a for t, a in zip(full, answers, strict=True))
-    states = torch.stack([s[seg.post_index] for s, seg in zip(
-        host.states_of([seg.full for seg in segments], -1), segments, strict=True)])
-    prompts = [seg.context + [host.latent_id] + seg.close for seg in segments]
-    slot = host.complete(prompts, max_new_tokens, states, [len(s.context) for s in segments])
+    prompts = [host.slot_prompt(seg) for seg in segments]
+    slot = host.complete([p for p, _ in prompts], max_new_tokens, boundary_states(host, segments),
+                         [i for _, i in prompts])
     slot_acc = sum(host.answer_of(t) == a for t, a in zip(slot, answers, strict=True))
     return {"full_accuracy": full_acc / len(answers), "slot_accuracy": slot_acc / len(answers)}
 
 
-def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.device) -> LanternHost:
+def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.device,
+               slots: int = 1) -> LanternHost:
     """A trained host to continue from: same vocabulary, room for the problems, no new shape."""
     if shape:
         raise LanternError(f"--init_from keeps the shape of the host it starts from; drop "
@@ -153,6 +189,8 @@ def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.de
         raise LanternError(f"--init_from {path} is not a host made by `lantern trm host`")
     if host.tokenizer.to_json() != tokenizer.to_json():
         raise LanternError(f"--init_from {path} has another character vocabulary than these problems")
+    if host.num_slots != slots:
+        raise LanternError(f"--init_from {path} has {host.num_slots} latent slot(s); --slots is {slots}")
     if host.model.config.context_length < context:
         raise LanternError(f"--init_from {path} has context {host.model.config.context_length}; these "
                            f"problems need {context}")
@@ -179,6 +217,11 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
         held_out = read_problems(cfg.val_problems)
         val_idx, train_idx = list(range(len(problems), len(problems) + len(held_out))), order
         problems = problems + held_out
+    if cfg.slots > 1:
+        counts = sorted({len(p.steps) for p in problems})
+        if counts != [cfg.slots]:
+            raise LanternError(f"--slots {cfg.slots} needs problems of {cfg.slots} reasoning steps "
+                               f"(separated by ';' in the thinking); these have {counts}")
     tokenizer = host_tokenizer(problems)
     precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
     device = precision.device
@@ -186,13 +229,14 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
     # <think>, </think> and <eos> around the characters, and room for one generated token more.
     context = max(len(p.question) + len(p.thinking) + len(p.answer) for p in problems) + 4
     if cfg.init_from:
-        host = start_from(cfg.init_from, tokenizer, context, shape, device)
+        host = start_from(cfg.init_from, tokenizer, context, shape, device, cfg.slots)
     else:
         preset = shape.pop("config", "gpt-128")
         model_cfg = preset_config(preset, vocab_size=tokenizer.vocab_size, context_length=context,
                                   **shape)
         host = LanternHost(LANTERNModel(model_cfg).to(device), tokenizer,
-                           LatentSlot(model_cfg.hidden_size, model_cfg.hidden_size).to(device))
+                           LatentSlot(model_cfg.hidden_size, model_cfg.hidden_size).to(device),
+                           cfg.slots)
     model, slot, model_cfg = host.model, host.slot, host.model.config
     segments = [host.segments(p) for p in problems]
     params = nn.ModuleList([model, slot])
@@ -212,10 +256,12 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
         model.train()
         picks = [train_idx[rng.randrange(len(train_idx))] for _ in range(cfg.batch_size)]
         no_think = [rng.random() < cfg.no_think_fraction for _ in picks]
+        replaced = [rng.randint(1, cfg.slots) for _ in picks] if cfg.slots > 1 else None
         lr = schedule.apply(optimizer, step)
         with precision.autocast():
             loss, metrics = host_losses(host, [segments[i] for i in picks], no_think,
-                                        cfg.latent_weight, device, cfg.detach_teacher_state)
+                                        cfg.latent_weight, device, cfg.detach_teacher_state,
+                                        replaced)
         precision.backward(loss)
         precision.step(optimizer, params.parameters(), cfg.grad_clip)
         record = {"step": step + 1, "lr": lr, "train_loss": loss.item(), **metrics}

@@ -10,6 +10,11 @@ start from learned vectors; one latent recursion is
 and one deep recursion is T latent recursions of which the first T - 1 run without gradient.
 Each supervision step runs one deep recursion from the carried (detached) y, z and reads the
 prediction and a halting logit from y at the reasoning token.
+
+Along a trajectory of K latent slots (one per reasoning step of the host's thinking), the N
+supervision steps are split into K equal groups: group k predicts slot k (its own output slice,
+and optionally the digits of step k's intermediate result through a digit head), and a learned
+step embedding tells the shared network which step it is on. K = 1 is the single-state TRM.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class TRMConfig:
     n_supervision_steps: int = 8
     dropout: float = 0.0
     d_hidden: int | None = None  # the width the network works in (None: d_model, no projections)
+    num_slots: int = 1  # K states predicted along the trajectory, one per group of N / K steps
+    result_digits: int = 0  # R: digits per intermediate result the digit head reads (0: no head)
 
     @property
     def width(self) -> int:
@@ -45,6 +52,18 @@ class TRMConfig:
             raise LanternError(f"--d_hidden must be positive (got {self.d_hidden})")
         if self.width % self.n_heads:
             raise LanternError(f"the TRM width {self.width} is not divisible by --n_heads {self.n_heads}")
+        require_positive(self, "num_slots")
+        if self.n_supervision_steps % self.num_slots:
+            raise LanternError(f"--n_supervision_steps {self.n_supervision_steps} must be a multiple "
+                               f"of the {self.num_slots} latent slots (an equal group of steps per slot)")
+
+    @property
+    def steps_per_slot(self) -> int:
+        return self.n_supervision_steps // self.num_slots
+
+    def slot_of(self, step: int) -> int:
+        """The slot supervision step `step` (from 0) works toward."""
+        return step // self.steps_per_slot
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +75,12 @@ class Carry:
     y: torch.Tensor  # (B, L+1, width)
     z: torch.Tensor
     padding: torch.Tensor  # (B, L+1) True where there is no token
+
+
+@dataclass
+class Trajectory:
+    slots: torch.Tensor  # (B, K, D') the prediction of each slot
+    carry: Carry  # after the last step run
 
 
 class SequenceTRM(nn.Module):
@@ -72,9 +97,13 @@ class SequenceTRM(nn.Module):
         self.reasoning_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.y_init = nn.Parameter(torch.zeros(width))
         self.z_init = nn.Parameter(torch.zeros(width))
-        self.output = nn.Linear(width, d)
+        self.output = nn.Linear(width, cfg.num_slots * d)  # slot k reads slice k
         nn.init.zeros_(self.output.weight)  # starts at its bias (the caller may set the mean)
         self.halt_head = nn.Linear(width, 1)
+        if cfg.num_slots > 1:
+            self.step_embedding = nn.Parameter(torch.zeros(cfg.num_slots, width))
+        if cfg.result_digits:
+            self.digit_head = nn.Linear(width, cfg.num_slots * cfg.result_digits * 10)
 
     def start(self, x: torch.Tensor, padding: torch.Tensor) -> Carry:
         """x (B, L, D') and its padding mask (B, L) -> the initial carry."""
@@ -84,10 +113,12 @@ class SequenceTRM(nn.Module):
         z = self.z_init.expand(batch, length + 1, self.cfg.width).contiguous()
         return Carry(x, y, z, padding)
 
-    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized input with the reasoning token appended (built anew in every graph)."""
+    def embed_input(self, x: torch.Tensor, slot: int = 0) -> torch.Tensor:
+        """Normalized input with the reasoning token appended (built anew in every graph), and
+        the step embedding of `slot` along a trajectory."""
         x = self.input_proj(self.input_norm(x))
-        return torch.cat([x, self.reasoning_token.expand(x.shape[0], 1, -1)], dim=1)
+        x = torch.cat([x, self.reasoning_token.expand(x.shape[0], 1, -1)], dim=1)
+        return x + self.step_embedding[slot] if self.cfg.num_slots > 1 else x
 
     def latent_recursion(self, x: torch.Tensor, c: Carry) -> Carry:
         z = c.z
@@ -96,30 +127,66 @@ class SequenceTRM(nn.Module):
         y = self.net(c.y + z, src_key_padding_mask=c.padding)
         return Carry(c.x, y, z, c.padding)
 
-    def deep_recursion(self, c: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        """(new carry, prediction (B, D'), halting logit (B,)); T - 1 recursions without grad."""
+    def deep_recursion(self, c: Carry, slot: int = 0) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """(new carry, prediction of `slot` (B, D'), halting logit (B,)); T - 1 recursions
+        without grad."""
         with torch.no_grad():
-            x = self.embed_input(c.x)
+            x = self.embed_input(c.x, slot)
             for _ in range(self.cfg.n_deep_recursions - 1):
                 c = self.latent_recursion(x, c)
-        c = self.latent_recursion(self.embed_input(c.x), c)
-        last = c.y[:, -1]
-        return c, self.output(last), self.halt_head(last).squeeze(-1)
+        c = self.latent_recursion(self.embed_input(c.x, slot), c)
+        d = self.cfg.d_model
+        return c, self.output(c.y[:, -1])[:, slot * d:(slot + 1) * d], self.halt_head(c.y[:, -1]).squeeze(-1)
+
+    def digit_logits(self, c: Carry, slot: int) -> torch.Tensor:
+        """(B, R, 10): the digits of step `slot`'s intermediate result, read from y."""
+        r = self.cfg.result_digits
+        logits = self.digit_head(c.y[:, -1])[:, slot * r * 10:(slot + 1) * r * 10]
+        return logits.unflatten(-1, (r, 10))
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """A differentiable prediction after `steps` supervision steps (no halting): the carry
-        of the earlier steps is computed without gradient, as in training."""
+        of the earlier steps is computed without gradient, as in training. Along a trajectory
+        (K > 1), every step runs and the result is (B, K, D'): each slot from the last step of
+        its group, only the last one with gradient."""
+        if self.cfg.num_slots > 1:
+            with torch.no_grad():
+                early, _ = self.trajectory(x, padding, last=self.cfg.n_supervision_steps - 1)
+            c = early.carry
+            _, pred, _ = self.deep_recursion(c, self.cfg.num_slots - 1)
+            return torch.cat([early.slots[:, :-1], pred[:, None]], dim=1)
         c = self.start(x, padding)
         for _ in range((steps or self.cfg.n_supervision_steps) - 1):
             with torch.no_grad():
                 c, _, _ = self.deep_recursion(c)
         return self.deep_recursion(c)[1]
 
+    def trajectory(self, x: torch.Tensor, padding: torch.Tensor, last: int | None = None
+                   ) -> tuple[Trajectory, torch.Tensor | None]:
+        """Every supervision step, no halting (how a trajectory is evaluated): the K slot
+        predictions (B, K, D') and, with a digit head, their digits' logits (B, K, R, 10).
+        `last` stops before that step (the carry is then what the step would start from)."""
+        c = self.start(x, padding)
+        slots = x.new_zeros(x.shape[0], self.cfg.num_slots, self.cfg.d_model)
+        digits = [] if self.cfg.result_digits else None
+        for step in range(self.cfg.n_supervision_steps if last is None else last):
+            slot = self.cfg.slot_of(step)
+            c, pred, _ = self.deep_recursion(c, slot)
+            slots[:, slot] = pred
+            if digits is not None and (step + 1) % self.cfg.steps_per_slot == 0:
+                digits.append(self.digit_logits(c, slot))
+        return Trajectory(slots, c), torch.stack(digits, dim=1) if digits else None
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, padding: torch.Tensor, max_steps: int | None = None,
                 halt_at: float | None = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: supervision steps until each row halts (sigmoid(q) > halt_at; None = never)
-        or `max_steps`. Returns (prediction (B, D'), steps used per row)."""
+        or `max_steps`. Returns (prediction (B, D'), steps used per row); along a trajectory,
+        every step runs and the prediction is (B, K, D')."""
+        if self.cfg.num_slots > 1:
+            result, _ = self.trajectory(x, padding)
+            return result.slots, torch.full((x.shape[0],), self.cfg.n_supervision_steps,
+                                            dtype=torch.long, device=x.device)
         c = self.start(x, padding)
         steps = max_steps or self.cfg.n_supervision_steps
         out = torch.zeros(x.shape[0], self.cfg.d_model, device=x.device)

@@ -1,10 +1,13 @@
 """Reasoning problems written as `question <think> worked steps </think> answer`.
 
 A built-in synthetic family (addition and multiplication of N-digit numbers, digits optionally
-reversed) whose operand pairs are split once, by a hash, into a training and a held-out part, so a
-held-out file never shares a pair with a training file however many samples either asks for.
-Local JSONL files hold the same three fields; Hugging Face datasets are read when `datasets` is
-installed and the Hub is reachable.
+reversed) whose operand pairs are split once, by a hash of the *unordered* pair, into a training
+and a held-out part: a held-out file never shares a pair with a training file, nor its mirror
+(b, a), however many samples either asks for. The worked steps are written in reasoning steps
+separated by `;` (one intermediate result each: a column sum, a partial product, a running sum),
+the boundaries a host's latent slots and a trajectory-supervised TRM align to. Local JSONL files
+hold the same three fields; Hugging Face datasets are read when `datasets` is installed and the
+Hub is reachable.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from lantern.fileio import atomic_write_text
 TASKS = ("add", "mul")
 SPLITS = ("train", "test")
 HELD_OUT_SHARE = 10  # one operand pair in HELD_OUT_SHARE is held out
+STEP_SEPARATOR = ";"  # between reasoning steps of the worked thinking
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,22 @@ class Problem:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @property
+    def steps(self) -> list[str]:
+        """The reasoning steps of the thinking (one when it has no `;`; none when empty)."""
+        return self.thinking.split(STEP_SEPARATOR) if self.thinking else []
+
+
+def step_result(step: str) -> str:
+    """A step's intermediate result: the text after its last `=` (a step with no `=`: empty)."""
+    return step.rpartition("=")[2] if "=" in step else ""
+
 
 def is_held_out(a: int, b: int) -> bool:
-    """The split of an operand pair, fixed by a hash (independent of sampling and seeds)."""
-    digest = hashlib.blake2b(f"{a},{b}".encode(), digest_size=4).digest()
+    """The split of an operand pair, fixed by a hash of the unordered pair {a, b} (so a pair and
+    its mirror always fall on the same side), independent of sampling and seeds."""
+    low, high = sorted((a, b))
+    digest = hashlib.blake2b(f"{low},{high}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") % HELD_OUT_SHARE == 0
 
 
@@ -55,28 +71,29 @@ def addition(a: int, b: int, digits: int, reverse: bool = False) -> Problem:
         steps.append(f"{x}+{y}+{carry}={total:02d}")
         carry = total // 10
     question = f"{_digits(a, digits, reverse)}+{_digits(b, digits, reverse)}="
-    return Problem(question, ",".join(steps), _digits(a + b, digits + 1, reverse))
+    return Problem(question, STEP_SEPARATOR.join(steps), _digits(a + b, digits + 1, reverse))
 
 
 def multiplication(a: int, b: int, digits: int, reverse: bool = False) -> Problem:
-    """Long multiplication: per digit d of b (last first), a column by column (`x*d+carry=vv`)
-    and the shifted partial product (`=p`); then running sums of the partials (`s+p=t`)."""
+    """Long multiplication: per digit d of b (last first), one step: a column by column
+    (`x*d+carry=vv`, comma-separated) and the shifted partial product (`=p`); then one step per
+    running sum of the partials (`s+p=t`)."""
     steps, partials = [], []
     for i in range(digits):
         d = b // 10**i % 10
-        carry = 0
+        carry, columns = 0, []
         for j in range(digits):
             value = a // 10**j % 10 * d + carry
-            steps.append(f"{a // 10**j % 10}*{d}+{carry}={value:02d}")
+            columns.append(f"{a // 10**j % 10}*{d}+{carry}={value:02d}")
             carry = value // 10
         partials.append(a * d * 10**i)
-        steps.append(f"={partials[-1]}")
+        steps.append(",".join([*columns, f"={partials[-1]}"]))
     running = partials[0]
     for p in partials[1:]:
         steps.append(f"{running}+{p}={running + p}")
         running += p
     question = f"{_digits(a, digits, reverse)}*{_digits(b, digits, reverse)}="
-    return Problem(question, ",".join(steps), _digits(a * b, 2 * digits, reverse))
+    return Problem(question, STEP_SEPARATOR.join(steps), _digits(a * b, 2 * digits, reverse))
 
 
 def synthetic_problems(

@@ -8,7 +8,12 @@ Differences from the guide, each on purpose:
 - besides the state MSE, an optional answer loss: the predicted state goes through the frozen
   host's latent slot and the answer tokens' cross-entropy flows back into the TRM;
 - under torchrun each process takes its share of every batch and DDP averages the gradients;
-  the processes agree on halting (a batch stops only when every row on every rank has halted).
+  the processes agree on halting (a batch stops only when every row on every rank has halted);
+- along a trajectory (pairs of a host with K > 1 latent slots), supervision step group k is
+  trained toward slot k's compressed boundary state and, through a digit head, the digits of
+  step k's intermediate result; the answer loss (all K predicted slots in the host, the earlier
+  ones as last predicted) runs at the last step, from `answer_loss_from` of training on; every
+  step runs at evaluation (no halting).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class TRMTrainConfig:
     n_deep_recursions: int = 3
     n_supervision_steps: int = 8
     eval_supervision_steps: int | None = None
-    use_halting: bool = True
+    use_halting: bool | None = None  # None = on for one slot, off along a trajectory
     halt_threshold: float = 0.7
     adaptive_halt_threshold: bool = True
     bce_halt_loss: bool = False
@@ -74,6 +79,9 @@ class TRMTrainConfig:
     use_ema: bool = True
     ema_decay: float = 0.999
     answer_loss_weight: float | None = None  # None = 1 with --host, 0 without
+    answer_loss_from: float = 0.0  # share of training before the answer loss starts
+    digit_loss_weight: float | None = None  # None = 1 along a trajectory, 0 for one slot
+    beta2: float = 0.99
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -88,8 +96,10 @@ class TRMTrainConfig:
             raise LanternError(f"--ema_decay must be in (0, 1) (got {self.ema_decay})")
         if self.answer_loss_weight is None:
             self.answer_loss_weight = 1.0 if self.host else 0.0
-        if self.answer_loss_weight < 0:
-            raise LanternError("--answer_loss_weight must not be negative")
+        if self.answer_loss_weight < 0 or (self.digit_loss_weight or 0) < 0:
+            raise LanternError("--answer_loss_weight and --digit_loss_weight must not be negative")
+        if not 0 <= self.answer_loss_from < 1 or not 0 < self.beta2 < 1:
+            raise LanternError("--answer_loss_from must be in [0, 1) and --beta2 in (0, 1)")
         if self.answer_loss_weight > 0 and not self.host:
             raise LanternError("--answer_loss_weight > 0 needs --host (the frozen host the answer "
                                "loss runs through)")
@@ -104,10 +114,27 @@ class TRMTrainConfig:
 @dataclass
 class PreparedData:
     x: list[torch.Tensor]  # compressed hidden_pre, (L_i, D') each
-    target: torch.Tensor  # compressed hidden_post (N, D')
+    target: torch.Tensor  # compressed trajectory (N, K, D'); K = 1: the post-thinking state
     post: torch.Tensor  # hidden_post (N, D)
     train: list[int]
     val: list[int]
+    digits: torch.Tensor | None = None  # (N, K, R) each step's result, right-aligned digits
+
+
+def result_digits(results: list[list[str]]) -> torch.Tensor | None:
+    """(N, K, R) digit targets, each result right-aligned and zero-padded to the longest R; None
+    where a result is not a string of digits (nothing for a digit head to read)."""
+    flat = [r for row in results for r in row]
+    if not flat or not all(r.isdigit() for r in flat):
+        return None
+    width = max(len(r) for r in flat)
+    return torch.tensor([[[int(c) for c in r.zfill(width)] for r in row] for row in results])
+
+
+def digits_to_answer(digits: torch.Tensor, width: int) -> str:
+    """A digit head's argmax (R,) as an answer of `width` characters (zero-padded numbers)."""
+    text = "".join(str(int(d)) for d in digits)
+    return text[-width:] if len(text) >= width else text.zfill(width)
 
 
 def prepare(pairs: Pairs, comp: DimensionCompressor, val_fraction: float, seed: int) -> PreparedData:
@@ -116,7 +143,7 @@ def prepare(pairs: Pairs, comp: DimensionCompressor, val_fraction: float, seed: 
                            "(some are held out for validation)")
     with torch.no_grad():
         x = [comp.compress(h.float()) for h in pairs.hidden_pre]
-        target = comp.compress(pairs.hidden_post.float())
+        target = comp.compress(pairs.trajectory.float())
     questions = sorted(set(pairs.problems))  # split by question: a repeated problem stays on one side
     if len(questions) < 2:
         raise LanternError("the pairs hold a single distinct problem; at least 2 are needed (some "
@@ -125,7 +152,8 @@ def prepare(pairs: Pairs, comp: DimensionCompressor, val_fraction: float, seed: 
     held_out = set(questions[:max(1, int(len(questions) * val_fraction))])
     val = [i for i, q in enumerate(pairs.problems) if q in held_out]
     train = [i for i, q in enumerate(pairs.problems) if q not in held_out]
-    return PreparedData(x, target, pairs.hidden_post.float(), train, val)
+    digits = result_digits(pairs.step_results) if pairs.step_results else None
+    return PreparedData(x, target, pairs.hidden_post.float(), train, val, digits)
 
 
 def batch_inputs(x: list[torch.Tensor], rows: list[int], device: torch.device
@@ -141,23 +169,26 @@ def batch_inputs(x: list[torch.Tensor], rows: list[int], device: torch.device
 
 
 class AnswerLoss:
-    """Cross-entropy of the answer tokens with a predicted state in the frozen host's slot."""
+    """Cross-entropy of the answer tokens with predicted states in the frozen host's K slots."""
 
     def __init__(self, host: LanternHost, pairs: Pairs) -> None:
         self.host = host
-        self.sequences: list[tuple[list[int], int]] = []
+        self.sequences: list[tuple[list[int], list[int]]] = []
         for q, a in zip(pairs.problems, pairs.answers, strict=True):
             self.sequences.append(host.slot_sequence(host.segments(Problem(q, "", a))))
 
     def logits(self, states: torch.Tensor, rows: list[int], skip: int = 1
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The host's logits with `states` in the slot, and the targets: the tokens from `skip`
-        after the slot on (1: `</think> answer <eos>`; 2: `answer <eos>`)."""
+        """The host's logits with `states` ((B, D) for one slot, (B, K, D) for K) in the slots,
+        and the targets: the tokens from `skip` after the last slot on (1: `</think> answer
+        <eos>`; 2: `answer <eos>`)."""
         seqs = [self.sequences[i] for i in rows]
-        ids, targets = thinking_targets([s for s, _ in seqs], [i + skip for _, i in seqs],
+        ids, targets = thinking_targets([s for s, _ in seqs], [p[-1] + skip for _, p in seqs],
                                         self.host.tokenizer.pad_id)
         device = states.device
-        index = torch.tensor([i for _, i in seqs], device=device)
+        index = torch.tensor([p for _, p in seqs], device=device)
+        if states.dim() == 2:
+            index = index[:, 0]
         logits = self.host.model.lm_head(self.host.forward(ids.to(device), states, index))
         return logits, targets.to(device)
 
@@ -187,8 +218,11 @@ class SupervisionStep(nn.Module):
         super().__init__()
         self.trm = trm
 
-    def forward(self, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        return self.trm.deep_recursion(carry)
+    def forward(self, carry: Carry, slot: int = 0
+                ) -> tuple[Carry, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        carry, pred, halt = self.trm.deep_recursion(carry, slot)
+        digits = self.trm.digit_logits(carry, slot) if self.trm.cfg.result_digits else None
+        return carry, pred, halt, digits
 
 
 def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
@@ -196,6 +230,9 @@ def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
         raise LanternError("the pairs were made by another host than --host (fingerprint "
                            f"{pairs.meta.get('host_fingerprint')} vs {host.fingerprint})")
     host.require_slot()
+    if host.num_slots != pairs.num_slots:
+        raise LanternError(f"--host has {host.num_slots} latent slot(s), the pairs a trajectory of "
+                           f"{pairs.num_slots}")
     if int(pairs.meta.get("layer", -1)) != host.num_layers:
         raise LanternError(f"the latent slot takes the final layer ({host.num_layers}) state, but "
                            f"the pairs are from layer {pairs.meta.get('layer')}")
@@ -204,17 +241,35 @@ def check_host_matches(host: LanternHost, pairs: Pairs) -> None:
 @torch.no_grad()
 def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, rows: list[int],
              batch_size: int, steps: int, halt_at: float | None, device: torch.device,
-             answers: AnswerLoss | None = None) -> dict:
-    """Held-out state metrics; with a host, also the share of answers the host gets exactly
-    right with the prediction in its slot (`val_answer_exact`)."""
-    preds, used, exact = [], [], []
+             answers: AnswerLoss | None = None, answer_texts: list[str] | None = None) -> dict:
+    """Held-out state metrics (of the last slot's state); with a host, also the share of answers
+    the host gets exactly right with the prediction in its slots (`val_answer_exact`). Along a
+    trajectory, the cosine of each slot and, with a digit head, the share of steps whose result
+    the head reads right (`val_step_digits_exact`) and of answers read from the last step's
+    digits alone (`val_digits_answer_exact`: no host involved)."""
+    preds, used, exact, slot_preds, step_right, digit_answers = [], [], [], [], [], []
+    trajectory = model.cfg.num_slots > 1
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         x, padding = batch_inputs(data.x, chunk, device)
-        pred, n = model.predict(x, padding, steps, halt_at)
+        if trajectory:
+            result, digit_logits = model.trajectory(x, padding)
+            pred, n = result.slots, torch.full((len(chunk),), model.cfg.n_supervision_steps)
+        else:
+            pred, n = model.predict(x, padding, steps, halt_at)
+            digit_logits = None
         states = comp.decompress(pred)
         if answers is not None:
             exact.append(answers.exact(states, chunk).cpu())
+        if trajectory:
+            slot_preds.append(pred.cpu())
+            states = states[:, -1]
+        if digit_logits is not None and data.digits is not None:
+            guess = digit_logits.argmax(-1).cpu()
+            step_right.append((guess == data.digits[chunk]).all(-1).float())
+            if answer_texts is not None:
+                digit_answers.extend(digits_to_answer(g[-1], len(answer_texts[i])) == answer_texts[i]
+                                     for g, i in zip(guess, chunk, strict=True))
         preds.append(states.cpu())
         used.append(n.cpu())
     pred = torch.cat(preds)
@@ -227,6 +282,14 @@ def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, 
                "val_steps": torch.cat(used).float().mean().item()}
     if exact:
         metrics["val_answer_exact"] = torch.cat(exact).float().mean().item()
+    if slot_preds:
+        compressed = torch.cat(slot_preds)
+        metrics["val_slot_cosine"] = F.cosine_similarity(
+            compressed, data.target[rows], dim=-1).mean(dim=0).tolist()
+    if step_right:
+        metrics["val_step_digits_exact"] = torch.cat(step_right).mean(dim=0).tolist()
+    if digit_answers:
+        metrics["val_digits_answer_exact"] = sum(digit_answers) / len(digit_answers)
     return metrics
 
 
@@ -251,6 +314,8 @@ class TRMTrainer:
         check_compressor_fits(comp_info, pairs.hidden_size, pairs.meta.get("host_fingerprint"),
                               pairs.meta.get("layer"), "the pairs")
         self.data = prepare(pairs, comp, cfg.val_fraction, cfg.seed)
+        self._resolve_trajectory_settings(pairs.num_slots)
+        self.answers = pairs.answers
         self.answer_loss = None
         if cfg.host:
             host = load_host(cfg.host, device)
@@ -260,14 +325,17 @@ class TRMTrainer:
             self.answer_loss = AnswerLoss(host, pairs) if cfg.answer_loss_weight > 0 else None
         self.comp = comp.to(device).requires_grad_(False)
         torch.manual_seed(cfg.seed)
+        digits = self.data.digits.shape[-1] if cfg.digit_loss_weight else 0
         trm_cfg = TRMConfig(comp.d_compressed, cfg.n_layers, cfg.n_heads, cfg.n_latent_steps,
-                            cfg.n_deep_recursions, cfg.n_supervision_steps, d_hidden=cfg.d_hidden)
+                            cfg.n_deep_recursions, cfg.n_supervision_steps, d_hidden=cfg.d_hidden,
+                            num_slots=pairs.num_slots, result_digits=digits)
         model = SequenceTRM(trm_cfg)
         with torch.no_grad():  # start at the mean predictor; learn what differs from it
-            model.output.bias.copy_(self.data.target[self.data.train].mean(dim=0))
+            model.output.bias.copy_(self.data.target[self.data.train].mean(dim=0).flatten())
         self.model = model.to(device)
         self.step_module = self.dist.wrap(SupervisionStep(self.model), device, varying_graph=True)
-        self.optimizer = make_optimizer(self.model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+        self.optimizer = make_optimizer(self.model, OptimizerSection(
+            cfg.learning_rate, cfg.weight_decay, beta2=cfg.beta2))
         self.planned = cfg.planned_optimizer_steps(math.ceil(len(self.data.train) / cfg.batch_size))
         self.schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
                                    self.planned)
@@ -277,11 +345,31 @@ class TRMTrainer:
                                             dim=-1).mean().item()
         self.threshold = cfg.halt_threshold
         self.step = 0
+        with torch.no_grad():
+            mean_trajectory = self.comp.decompress(
+                self.data.target[self.data.train].mean(dim=0).to(device)).cpu() \
+                if pairs.num_slots > 1 else mean_post[None]
         self.meta = {"trm_config": trm_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
-                     "mean_post": mean_post, "compressor": comp_info,
+                     "mean_post": mean_post, "mean_trajectory": mean_trajectory,
+                     "compressor": comp_info,
                      "host_fingerprint": pairs.meta.get("host_fingerprint"),
                      "layer": pairs.meta.get("layer"), "hidden_size": pairs.hidden_size,
                      "planned_optimizer_steps": self.planned}
+
+    def _resolve_trajectory_settings(self, num_slots: int) -> None:
+        """Defaults that depend on the pairs: halting for one slot only (a trajectory runs every
+        step), a digit head along a trajectory whose results are numbers."""
+        cfg = self.cfg
+        if cfg.use_halting is None:
+            cfg.use_halting = num_slots == 1
+        if cfg.use_halting and num_slots > 1:
+            raise LanternError(f"the pairs hold a trajectory of {num_slots} slots, for which every "
+                               "supervision step runs; drop --use_halting")
+        if cfg.digit_loss_weight is None:
+            cfg.digit_loss_weight = 1.0 if num_slots > 1 and self.data.digits is not None else 0.0
+        if cfg.digit_loss_weight > 0 and self.data.digits is None:
+            raise LanternError("--digit_loss_weight needs intermediate results made of digits (the "
+                               "text after each step's last '='); these pairs have none")
 
     def _refuse_bad_setup(self) -> None:
         refusal = None
@@ -321,7 +409,8 @@ class TRMTrainer:
             model.train()
             order = list(self.data.train)
             rng.shuffle(order)
-            sums = {"state_loss": 0.0, "answer_loss": 0.0, "halt_loss": 0.0, "cosine": 0.0, "count": 0.0}
+            sums = {"state_loss": 0.0, "answer_loss": 0.0, "digit_loss": 0.0, "halt_loss": 0.0,
+                    "cosine": 0.0, "count": 0.0}
             for start in range(0, len(order), cfg.batch_size):
                 rows = order[start:start + cfg.batch_size][self.dist.rank::self.dist.world_size]
                 if rows:  # a last batch smaller than the number of processes leaves some out
@@ -336,7 +425,7 @@ class TRMTrainer:
             with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
                 val = validate(model, self.comp, self.data, self.data.val, cfg.batch_size,
                                cfg.eval_supervision_steps or cfg.n_supervision_steps, self.halt_at,
-                               self.device, self.answer_loss)
+                               self.device, self.answer_loss, self.answers)
                 record = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                           **means, **val, "mean_predictor_val_cosine": self.baseline,
                           "halt_threshold": self.threshold, "seconds": time.time() - started}
@@ -345,6 +434,8 @@ class TRMTrainer:
                     best = selection_score(val)
                     self.save(out / "best.pt", record)
             exact = f"  answers exact {val['val_answer_exact']:.3f}" if "val_answer_exact" in val else ""
+            if "val_digits_answer_exact" in val:
+                exact += f"  digit head {val['val_digits_answer_exact']:.3f}"
             self.say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine "
                      f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f}){exact}  "
                      f"steps {val['val_steps']:.1f}")
@@ -359,27 +450,42 @@ class TRMTrainer:
 
     def train_batch(self, rows: list[int], sums: dict[str, float]) -> None:
         """Up to N supervision steps on these rows from a detached carry; every rank of a
-        batch stops at the same step (when all rows everywhere have halted)."""
-        cfg = self.cfg
+        batch stops at the same step (when all rows everywhere have halted). Along a trajectory
+        step group k is supervised by slot k, and the answer loss runs at the last step."""
+        cfg, trm_cfg = self.cfg, self.model.cfg
         x, padding = batch_inputs(self.data.x, rows, self.device)
         target = self.data.target[rows].to(self.device)
+        digits = self.data.digits[rows].to(self.device) if trm_cfg.result_digits else None
+        trajectory = trm_cfg.num_slots > 1
+        answer_weight = cfg.answer_loss_weight if self.progress >= cfg.answer_loss_from else 0.0
+        slots = target.new_zeros(target.shape)  # the latest prediction of each slot (detached)
         carry = self.model.start(x, padding)
         pending = []
-        for _ in range(cfg.n_supervision_steps):
+        for step in range(cfg.n_supervision_steps):
+            slot = trm_cfg.slot_of(step)
+            last = step == cfg.n_supervision_steps - 1
             with self.precision.autocast():
-                carry, pred, halt = self.step_module(carry)
-                state_loss = F.mse_loss(pred.float(), target)
+                carry, pred, halt, digit_logits = self.step_module(carry, slot)
+                state_loss = F.mse_loss(pred.float(), target[:, slot])
                 loss = state_loss
-                if self.answer_loss is not None:
-                    a_loss = self.answer_loss(self.comp.decompress(pred.float()), rows)
-                    loss = loss + cfg.answer_loss_weight * a_loss
+                if digit_logits is not None:
+                    d_loss = F.cross_entropy(digit_logits.flatten(0, 1).float(),
+                                             digits[:, slot].flatten())
+                    loss = loss + cfg.digit_loss_weight * d_loss
+                    sums["digit_loss"] += d_loss.item()
+                if self.answer_loss is not None and answer_weight > 0 and (last or not trajectory):
+                    states = torch.cat([slots[:, :slot], pred.float()[:, None]], dim=1) \
+                        if trajectory else pred.float()
+                    a_loss = self.answer_loss(self.comp.decompress(states), rows)
+                    loss = loss + answer_weight * a_loss
                     sums["answer_loss"] += a_loss.item()
                 if cfg.use_halting:
-                    h_loss = halting_loss(halt, pred, target, cfg.bce_halt_loss, self.threshold)
+                    h_loss = halting_loss(halt, pred, target[:, slot], cfg.bce_halt_loss, self.threshold)
                     loss = loss + cfg.halt_loss_weight * h_loss
                     sums["halt_loss"] += h_loss.item()
+            slots[:, slot] = pred.detach().float()
             sums["state_loss"] += state_loss.item()
-            sums["cosine"] += F.cosine_similarity(pred.float(), target, dim=-1).mean().item()
+            sums["cosine"] += F.cosine_similarity(pred.float(), target[:, slot], dim=-1).mean().item()
             sums["count"] += 1
             carry = dataclasses.replace(carry, y=carry.y.detach(), z=carry.z.detach())
             if cfg.per_step_updates:
@@ -392,6 +498,11 @@ class TRMTrainer:
                     break
         if pending:
             self.optimizer_step(torch.stack(pending).mean())
+
+    @property
+    def progress(self) -> float:
+        """The share of planned optimizer steps taken."""
+        return self.step / max(1, self.planned)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         self.schedule.apply(self.optimizer, self.step)

@@ -1,0 +1,239 @@
+"""Stepwise internalization (Deng, Choi & Shieber 2024): teach a host to answer without writing
+its thinking, by removing the thinking from the left a reasoning step at a time.
+
+Stage j of K (K = the problems' reasoning steps) trains on `question <think> steps j+1..K
+</think> answer <eos>`, so stage K's rows are the no-think form `question <think> </think>
+answer`. Each stage starts a fresh AdamW and learning-rate schedule: the moments gathered for one
+stage's rows would push the next stage's first updates the old way. With removal smoothing λ a
+row removes o steps more, o ~ P(o) ∝ exp(−λ·o) capped by the steps left, so the rows of the
+next stages are seen before their stage comes. No TRM and no latent slot are involved: this is
+the baseline a TRM must beat at answering without thinking tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lantern.checkpoint import save_checkpoint
+from lantern.errors import LanternError, require_positive
+from lantern.fileio import (
+    atomic_replace_directory,
+    atomic_write_text,
+    check_replaceable_directory,
+    create_temporary_directory,
+    make_output_directory,
+)
+from lantern.models.lantern_model import IGNORE_INDEX
+from lantern.tokenizers import TOKENIZER_FILE
+from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
+from lantern.training.logs import TrainingLog
+from lantern.training.optim import LRSchedule, make_optimizer
+from lantern.training.precision import Precision
+from lantern.trm.host import LanternHost, load_host
+from lantern.trm.host_training import thinking_targets
+from lantern.trm.problems import STEP_SEPARATOR, Problem, read_problems
+
+
+@dataclass
+class InternalizeConfig:
+    host: str = ""  # a host made by `lantern trm host` that thinks in full
+    problems: str = ""
+    val_problems: str | None = None
+    output_dir: str = "trm_internalized"
+    steps_per_stage: int = 500
+    learning_rate: float = 5e-4
+    min_lr: float | None = None  # None = learning_rate / 10
+    weight_decay: float = 0.1
+    warmup_steps: int = 20  # at the start of every stage
+    grad_clip: float = 1.0
+    batch_size: int = 32
+    removal_smoothing: float = 4.0  # λ; 0 = off
+    eval_problems: int | None = None  # None = 200 of the val_problems
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.host or not self.problems:
+            raise LanternError("internalization needs --host and --problems")
+        require_positive(self, "steps_per_stage", "batch_size", "learning_rate")
+        if self.eval_problems is not None:
+            if not self.val_problems:
+                raise LanternError("--eval_problems counts held-out problems; give --val_problems")
+            require_positive(self, "eval_problems")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise LanternError("--warmup_steps, --weight_decay and --grad_clip must not be negative")
+        if self.removal_smoothing < 0 or not math.isfinite(self.removal_smoothing):
+            raise LanternError(f"--removal_smoothing must be a finite number >= 0 (got "
+                               f"{self.removal_smoothing})")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
+            raise LanternError(f"--min_lr must be between 0 and --learning_rate (got {self.min_lr})")
+
+
+def step_count(problems: list[Problem], path: str) -> int:
+    """K, the reasoning steps every problem has; refused by name when one has none or another
+    count (stage j removes the same j steps from every row)."""
+    counts = [len(p.steps) for p in problems]
+    for number, (p, count) in enumerate(zip(problems, counts, strict=True), 1):
+        if count == 0:
+            raise LanternError(f"{path}:{number}: {p.question!r} has no thinking to internalize")
+        if count != counts[0]:
+            raise LanternError(f"{path}: problems have different numbers of reasoning steps "
+                               f"({problems[0].question!r} {counts[0]}, line {number} "
+                               f"{p.question!r} {count}); internalization removes the same steps "
+                               "from every problem")
+    return counts[0]
+
+
+def extra_removal(rng: random.Random, smoothing: float, left: int) -> int:
+    """Removal smoothing's offset: o ~ P(o) ∝ exp(−λ·o), o = 0, 1, ... (a geometric draw by
+    inverting its tail P(o >= k) = exp(−λ·k)), capped at the `left` steps; 0 when off."""
+    if smoothing == 0 or left == 0:
+        return 0
+    return min(left, int(-math.log(1.0 - rng.random()) / smoothing))
+
+
+def without_steps(problem: Problem, removed: int) -> Problem:
+    """The problem with its first `removed` reasoning steps taken out of the thinking."""
+    return Problem(problem.question, STEP_SEPARATOR.join(problem.steps[removed:]), problem.answer)
+
+
+def stage_batch(host: LanternHost, problems: list[Problem], stage: int, smoothing: float,
+                rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(ids, next-token targets from the first token after `<think>` on, steps removed per
+    row) of stage `stage`'s rows for these problems."""
+    removed = [stage + extra_removal(rng, smoothing, len(p.steps) - stage) for p in problems]
+    segments = [host.segments(without_steps(p, r)) for p, r in zip(problems, removed, strict=True)]
+    ids, targets = thinking_targets([s.full for s in segments], [len(s.context) for s in segments],
+                                    host.tokenizer.pad_id)
+    return ids, targets, removed
+
+
+@torch.no_grad()
+def stage_accuracy(host: LanternHost, problems: list[Problem]) -> dict[str, float]:
+    """Greedy exact match prompted with `question <think>` (the host writes what thinking it
+    still writes, then the answer) and with `question <think> </think>` (the no-think form)."""
+    segments = [host.segments(p) for p in problems]
+    room = host.context_length
+    think = host.complete([s.context for s in segments], room)
+    no_think = host.complete([s.context + s.close for s in segments], room)
+    answers = [p.answer for p in problems]
+    return {
+        "accuracy": sum(host.answer_of(t) == a for t, a in zip(think, answers, strict=True))
+        / len(answers),
+        "generated_tokens": sum(len(t) for t in think) / len(think),
+        "no_think_accuracy": sum(host.answer_of(t) == a for t, a in zip(no_think, answers,
+                                                                         strict=True)) / len(answers),
+    }
+
+
+def starting_host(cfg: InternalizeConfig, problems: list[Problem], device: torch.device
+                  ) -> LanternHost:
+    """The host made by `lantern trm host`, trainable, checked to read every problem whole."""
+    host = load_host(cfg.host, device)
+    if not isinstance(host, LanternHost) or host.slot is None:
+        raise LanternError(f"--host {cfg.host} is not a host made by `lantern trm host`")
+    missing = sorted({c for p in problems for c in p.question + p.thinking + p.answer
+                      if host.tokenizer.token_to_id(c) is None})
+    if missing:
+        raise LanternError(f"the problems use characters the host's vocabulary lacks: "
+                           f"{''.join(missing)!r}")
+    longest = max(len(host.segments(p).full) for p in problems)
+    if longest >= host.context_length:
+        raise LanternError(f"the longest problem needs {longest} tokens and one to generate; the "
+                           f"host reads {host.context_length}")
+    host.model.requires_grad_(True)
+    return host
+
+
+def internalize(cfg: InternalizeConfig, quiet: bool = False) -> Path:
+    """Run every stage and write a run directory `load_host` and `lantern trm eval` accept."""
+    out = Path(cfg.output_dir)
+    source = Path(cfg.host).resolve()
+    host_dir = source if source.is_dir() else source.parent
+    if out.resolve() == host_dir or out.resolve() in host_dir.parents:
+        raise LanternError(f"--output_dir {out} holds the --host it starts from; choose another "
+                           "directory")
+    if out.exists() and not out.is_dir():
+        raise LanternError(f"--output_dir {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:  # the run replaces it whole
+        held = "a trained host" if (out / "final_model.pt").exists() else "files"
+        raise LanternError(f"{out} already holds {held}; pass --overwrite to replace it, or pick "
+                           "another --output_dir")
+    check_replaceable_directory(out)
+    problems = read_problems(cfg.problems)
+    stages = step_count(problems, cfg.problems)
+    val = read_problems(cfg.val_problems)[:cfg.eval_problems or 200] if cfg.val_problems else []
+    precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
+    device = precision.device
+    host = starting_host(cfg, problems + val, device)
+    model = host.model
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    say = (lambda *a: None) if quiet else tqdm.write
+    say(f"internalizing {stages} reasoning steps, {cfg.steps_per_stage} steps per stage, "
+        f"{len(problems)} problems, removal smoothing {cfg.removal_smoothing}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = create_temporary_directory(out)
+    try:
+        log = TrainingLog(tmp)
+        if val:
+            model.eval()
+            log.write({"stage": 0, "step": 0, **stage_accuracy(host, val)})
+        bar = tqdm(total=stages * cfg.steps_per_stage, unit="step", disable=quiet or None,
+                   dynamic_ncols=True)
+        started = time.time()
+        for stage in range(1, stages + 1):
+            optimizer = make_optimizer(model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+            schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
+                                  cfg.steps_per_stage)
+            model.train()
+            for stage_step in range(cfg.steps_per_stage):
+                picks = [problems[rng.randrange(len(problems))] for _ in range(cfg.batch_size)]
+                ids, targets, removed = stage_batch(host, picks, stage, cfg.removal_smoothing, rng)
+                lr = schedule.apply(optimizer, stage_step)
+                with precision.autocast():
+                    logits = model.lm_head(host.forward(ids.to(device)))
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(),
+                                           targets.to(device).flatten(), ignore_index=IGNORE_INDEX)
+                precision.backward(loss)
+                precision.step(optimizer, model.parameters(), cfg.grad_clip)
+                step = (stage - 1) * cfg.steps_per_stage + stage_step + 1
+                record = {"stage": stage, "step": step, "lr": lr, "train_loss": loss.item(),
+                          "mean_steps_removed": sum(removed) / len(removed)}
+                if stage_step + 1 == cfg.steps_per_stage and val:
+                    model.eval()
+                    record.update(stage_accuracy(host, val))
+                    say(f"stage {stage}/{stages}: loss {loss.item():.4f} accuracy "
+                        f"{record['accuracy']:.3f} no-think {record['no_think_accuracy']:.3f}")
+                log.write(record)
+                bar.update()
+                bar.set_postfix(stage=f"{stage}/{stages}", loss=f"{loss.item():.3f}")
+        bar.close()
+        model.eval()
+        model_cfg = model.config
+        save_checkpoint(tmp / "final_model.pt", {
+            "config": model_cfg.to_dict(), "model_state_dict": model.state_dict(),
+            "tokenizer": host.tokenizer.to_json(), "train_config": dataclasses.asdict(cfg),
+            "step": stages * cfg.steps_per_stage})
+        atomic_write_text(tmp / "config.json", model_cfg.to_json() + "\n")
+        atomic_write_text(tmp / TOKENIZER_FILE, host.tokenizer.to_json())
+        host.save_slot(tmp, state_layer=model_cfg.num_blocks)
+        make_output_directory(tmp, "trm-internalize")
+        atomic_replace_directory(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"internalized host saved to {out} ({time.time() - started:.0f}s)")
+    return out
