@@ -22,7 +22,7 @@ from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.generation.core import generate_stream
 from lantern.generation.settings import GenerationConfig
-from lantern.tokenizers import CharTokenizer
+from lantern.tokenizers import TOKENIZER_FILE, CharTokenizer
 from lantern.tokenizers.base import SPECIAL_TOKENS, THINK
 from lantern.trm.problems import STEP_SEPARATOR, Problem
 
@@ -311,6 +311,19 @@ class LanternHost(Host):
     @property
     def device(self) -> torch.device:
         return self.model.get_embedding_matrix().device
+
+    def save_run(self, directory: Path, train_config: dict, step: int) -> None:
+        """A run directory every loader accepts: `final_model.pt`, `config.json`,
+        `tokenizer.json`, and the latent slot with `trm_host.json`."""
+        from lantern.checkpoint import save_checkpoint
+
+        config = self.model.config
+        save_checkpoint(directory / "final_model.pt", {
+            "config": config.to_dict(), "model_state_dict": self.model.state_dict(),
+            "tokenizer": self.tokenizer.to_json(), "train_config": train_config, "step": step})
+        atomic_write_text(directory / "config.json", config.to_json() + "\n")
+        atomic_write_text(directory / TOKENIZER_FILE, self.tokenizer.to_json())
+        self.save_slot(directory, state_layer=config.num_blocks)
 
     def save_slot(self, directory: Path, state_layer: int) -> None:
         slot = self.require_slot()

@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lantern.checkpoint import save_checkpoint
 from lantern.config import PRESETS, preset_config
 from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write_text, make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
-from lantern.tokenizers import TOKENIZER_FILE
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import LRSchedule, make_optimizer
@@ -237,7 +235,7 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
         host = LanternHost(LANTERNModel(model_cfg).to(device), tokenizer,
                            LatentSlot(model_cfg.hidden_size, model_cfg.hidden_size).to(device),
                            cfg.slots)
-    model, slot, model_cfg = host.model, host.slot, host.model.config
+    model, slot = host.model, host.slot
     segments = [host.segments(p) for p in problems]
     params = nn.ModuleList([model, slot])
     optimizer = make_optimizer(params, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
@@ -279,14 +277,8 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         log.write(record)
     model.eval()
-    save_checkpoint(out / "final_model.pt", {
-        "config": model_cfg.to_dict(), "model_state_dict": model.state_dict(),
-        "tokenizer": tokenizer.to_json(), "train_config": dataclasses.asdict(cfg),
-        "step": cfg.max_steps})
-    atomic_write_text(out / "config.json", model_cfg.to_json() + "\n")
-    atomic_write_text(out / TOKENIZER_FILE, tokenizer.to_json())
+    host.save_run(out, dataclasses.asdict(cfg), cfg.max_steps)
     atomic_write_text(out / "val_problems.jsonl",
                       "".join(json.dumps(problems[i].to_dict()) + "\n" for i in val_idx))
-    host.save_slot(out, state_layer=model_cfg.num_blocks)
     say(f"host saved to {out} ({time.time() - started:.0f}s)")
     return out

@@ -24,17 +24,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lantern.checkpoint import save_checkpoint
 from lantern.errors import LanternError, require_positive
 from lantern.fileio import (
     atomic_replace_directory,
-    atomic_write_text,
     check_replaceable_directory,
     create_temporary_directory,
     make_output_directory,
 )
 from lantern.models.lantern_model import IGNORE_INDEX
-from lantern.tokenizers import TOKENIZER_FILE
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import LRSchedule, make_optimizer
@@ -222,14 +219,7 @@ def internalize(cfg: InternalizeConfig, quiet: bool = False) -> Path:
                 bar.set_postfix(stage=f"{stage}/{stages}", loss=f"{loss.item():.3f}")
         bar.close()
         model.eval()
-        model_cfg = model.config
-        save_checkpoint(tmp / "final_model.pt", {
-            "config": model_cfg.to_dict(), "model_state_dict": model.state_dict(),
-            "tokenizer": host.tokenizer.to_json(), "train_config": dataclasses.asdict(cfg),
-            "step": stages * cfg.steps_per_stage})
-        atomic_write_text(tmp / "config.json", model_cfg.to_json() + "\n")
-        atomic_write_text(tmp / TOKENIZER_FILE, host.tokenizer.to_json())
-        host.save_slot(tmp, state_layer=model_cfg.num_blocks)
+        host.save_run(tmp, dataclasses.asdict(cfg), stages * cfg.steps_per_stage)
         make_output_directory(tmp, "trm-internalize")
         atomic_replace_directory(tmp, out)
     except BaseException:
