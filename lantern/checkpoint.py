@@ -109,6 +109,7 @@ def load_model(
 ) -> tuple[Any, Tokenizer, dict[str, Any]]:
     """(model in eval mode, its tokenizer, the checkpoint dict) from a file or run directory."""
     from lantern.models.lantern_model import LANTERNModel
+    from lantern.training.lora import has_adapters, merged_checkpoint_weights
 
     file = model_file(path)
     data = load_checkpoint(file)
@@ -122,8 +123,11 @@ def load_model(
             f"with {config.vocab_size}; they do not belong together"
         )
     model = LANTERNModel(config)
+    weights = data["model_state_dict"]
+    if has_adapters(weights):  # a LoRA run's full checkpoint: merged, as its final model is
+        weights = merged_checkpoint_weights(weights, data.get("train_config") or {})
     try:
-        model.load_state_dict(data["model_state_dict"])
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise LanternError(f"{file}: weights do not match its config ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), tokenizer, data

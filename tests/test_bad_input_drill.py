@@ -285,6 +285,8 @@ CASES = [
          expect="neither a file"),
     case("convert over a run without --overwrite", "convert", "existing.gguf", "--output", "run",
          expect="run"),
+    case("eval of a missing data file", "eval", "--checkpoint", "run", "--data", "missing.txt",
+         expect="not found"),
 ]
 
 

@@ -59,6 +59,15 @@ def add_parser(subparsers) -> None:
     model.add_argument("--pause_tokens", type=int,
                        help="THINK tokens inserted at random per training window "
                        f"[{D.pause_tokens}]")
+    lora = p.add_argument_group("LoRA (with --init_from: train low-rank adapters, not the weights)")
+    lora.add_argument("--lora_rank", type=int,
+                      help="adapter rank; the run's weights files and exports hold the adapters "
+                      "merged in [0: every weight trains]")
+    lora.add_argument("--lora_alpha", type=float, help="adapter scale alpha (update x alpha/rank) "
+                      "[2 x rank]")
+    lora.add_argument("--lora_dropout", type=float, help="dropout on the adapters' input [0]")
+    lora.add_argument("--lora_targets",
+                      help="linear layers to adapt, comma-separated among qkv, proj, up, down [all four]")
     data = p.add_argument_group("data")
     data.add_argument("--data_path", "--train_data", "--data", dest="data_path",
                       help="training text (.txt) or token ids (.jsonl) [built-in story corpus]")
@@ -73,7 +82,8 @@ def add_parser(subparsers) -> None:
     data.add_argument("--vocab_size", type=int,
                       help="BPE vocabulary size [4096]; a char vocabulary comes from the text")
     data.add_argument("--seq_length", "--seq_len", dest="seq_length", type=int,
-                      help="training window = model context [preset's context]")
+                      help="training window = model context; with --init_from the window only, "
+                      "up to the model's context [preset's context; the model's]")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch_size", type=int,
                      help="sequences per micro-batch, in all (under torchrun each process takes an "

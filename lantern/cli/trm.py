@@ -19,6 +19,44 @@ def _given(args: argparse.Namespace, config_cls: type) -> dict:
     return {k: v for k, v in vars(args).items() if k in fields and v is not None}
 
 
+def _add_resume_flags(parser: argparse.ArgumentParser, interval: str) -> None:
+    parser.add_argument("--save_interval", type=int,
+                        help=f"steps between resumable checkpoints [{interval}]")
+    parser.add_argument("--resume_from", help="continue the run in this directory (or from one "
+                        "of its checkpoint_step_N.pt files) exactly where it stopped; its "
+                        "settings are kept, flags given now override them")
+
+
+def _settings(args: argparse.Namespace, config_cls: type, command: str, required: tuple[str, ...],
+              fixed: tuple[str, ...], prefix: str = ""):
+    """The phase's settings: the flags, or with --resume_from the run's saved settings with the
+    flags given now on top; what the run needs is refused by name when missing."""
+    from lantern.training.loop import resumed_settings
+
+    given = _given(args, config_cls)
+    if given.get("resume_from"):
+        given = resumed_settings(given, prefix, command, fixed)
+    missing = [f"--{name}" for name in required if not given.get(name)]
+    if missing:
+        raise LanternError(f"`{command}` needs {', '.join(missing)} (or --resume_from a run of it)")
+    return config_cls(**given)
+
+
+def _compressor_prefix(given: dict) -> str:
+    """The stage whose checkpoints --resume_from continues: --stage, the file named, or the
+    stage whose newest checkpoint in the directory was written last."""
+    from lantern.training.loop import step_checkpoints
+
+    if given.get("stage"):
+        return f"stage{given['stage']}_"
+    path = Path(given["resume_from"])
+    if path.is_file():
+        return path.name.split("checkpoint_step_")[0]
+    newest = [(found[-1][1].stat().st_mtime, prefix) for prefix in ("stage1a_", "stage1b_")
+              if (found := step_checkpoints(path, prefix))]
+    return max(newest)[1] if newest else "stage1a_"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "trm", help="LLM-TRM: answer without writing the thinking out",
@@ -47,8 +85,8 @@ def add_parser(subparsers) -> None:
 
     h = sub.add_parser("host", help="train a LANTERN host with <think> and a latent slot",
                        argument_default=None)
-    h.add_argument("--problems", required=True, help="problems JSONL (with worked steps)")
-    h.add_argument("--output_dir", required=True, help="run directory to write")
+    h.add_argument("--problems", help="problems JSONL (with worked steps) [required]")
+    h.add_argument("--output_dir", help="run directory to write [required]")
     presets = "; ".join(f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
     h.add_argument("--config", "--preset", dest="config", help=f"model preset [gpt-128]. {presets}")
     for name in ("hidden_size", "num_heads", "num_blocks", "steps_per_block", "mlp_hidden_size"):
@@ -82,11 +120,12 @@ def add_parser(subparsers) -> None:
     h.add_argument("--detach_teacher_state", action="store_true", default=None,
                    help="no gradient from the slot loss into the </think> state [off]")
     h.add_argument("--overwrite", action="store_true", default=None, help="replace a trained host")
+    _add_resume_flags(h, "every --eval_interval steps")
     h.set_defaults(run=run_host)
 
     c = sub.add_parser("compressor", help="phase 1: train the D -> D' -> D compressor",
                        argument_default=None)
-    c.add_argument("--host", required=True, help="LANTERN run directory or local HF model directory")
+    c.add_argument("--host", help="LANTERN run directory or local HF model directory [required]")
     c.add_argument("--output_dir", help="where stage<S>_best/final go [trm_compressor]")
     c.add_argument("--stage", choices=("1a", "1b"), help="1a: text; 1b: thinking trajectories [1a]")
     c.add_argument("--d_compressed", type=int, help="compressed size D' [256]")
@@ -103,6 +142,7 @@ def add_parser(subparsers) -> None:
     c.add_argument("--device", help="[cpu]")
     c.add_argument("--overwrite", action="store_true", default=None,
                    help="replace this stage's checkpoints in --output_dir")
+    _add_resume_flags(c, "every epoch")
     c.set_defaults(run=run_compressor)
 
     d = sub.add_parser("datagen", help="pairs of pre-thinking and post-thinking states",
@@ -126,8 +166,8 @@ def add_parser(subparsers) -> None:
     d.set_defaults(run=run_datagen)
 
     t = sub.add_parser("train", help="phase 2: train the SequenceTRM", argument_default=None)
-    t.add_argument("--data", required=True, help="hidden_pairs file or the datagen directory")
-    t.add_argument("--compressor_checkpoint", required=True, help="stage1a/1b checkpoint")
+    t.add_argument("--data", help="hidden_pairs file or the datagen directory [required]")
+    t.add_argument("--compressor_checkpoint", help="stage1a/1b checkpoint [required]")
     t.add_argument("--host", help="LANTERN host for the answer loss through its latent slot [none]")
     t.add_argument("--output_dir", help="[trm_model]")
     for name, kind, text in (("batch_size", int, "[32]"), ("num_epochs", int, "[100]"),
@@ -162,6 +202,7 @@ def add_parser(subparsers) -> None:
     t.add_argument("--dtype", help="auto, float32, bfloat16 [auto]")
     t.add_argument("--overwrite", action="store_true", default=None,
                    help="replace best.pt / final.pt in --output_dir")
+    _add_resume_flags(t, "every epoch")
     t.set_defaults(run=run_train)
 
     e = sub.add_parser("eval", help="skip-thinking evaluation on held-out problems",
@@ -185,10 +226,10 @@ def add_parser(subparsers) -> None:
 
     g = sub.add_parser("grpo", help="phase 3: GRPO of the TRM and compressor, host frozen",
                        argument_default=None)
-    g.add_argument("--host", required=True, help="LANTERN host with a latent slot")
-    g.add_argument("--trm_checkpoint", required=True, help="phase 2 best.pt / final.pt")
-    g.add_argument("--compressor_checkpoint", required=True, help="the compressor it was trained with")
-    g.add_argument("--dataset", required=True, help="training problems JSONL")
+    g.add_argument("--host", help="LANTERN host with a latent slot [required]")
+    g.add_argument("--trm_checkpoint", help="phase 2 best.pt / final.pt [required]")
+    g.add_argument("--compressor_checkpoint", help="the compressor it was trained with [required]")
+    g.add_argument("--dataset", help="training problems JSONL [required]")
     g.add_argument("--output_dir", help="trm.pt and compressor.* go here [trm_grpo]")
     for name, kind, text in (("num_samples", int, "problems [256]"), ("num_epochs", int, "[1]"),
                              ("group_size", int, "answers sampled per problem, G [8]"),
@@ -202,13 +243,15 @@ def add_parser(subparsers) -> None:
     g.add_argument("--device", help="[cpu]")
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="replace trm.pt / compressor.* in --output_dir")
+    _add_resume_flags(g, "8")
     g.set_defaults(run=run_grpo)
 
     n = sub.add_parser("internalize", help="stepwise internalization: the host learns to answer "
                        "without thinking, a step at a time (no TRM)", argument_default=None)
-    n.add_argument("--host", required=True, help="a host made by `lantern trm host` to start from")
-    n.add_argument("--problems", required=True,
-                   help="problems JSONL, every one with the same number of ';'-separated steps")
+    n.add_argument("--host", help="a host made by `lantern trm host` to start from [required]")
+    n.add_argument("--problems",
+                   help="problems JSONL, every one with the same number of ';'-separated steps "
+                   "[required]")
     n.add_argument("--output_dir", help="run directory to write [trm_internalized]")
     for name, kind, text in (("val_problems", str,
                               "held-out problems JSONL for accuracy after each stage [none]"),
@@ -230,6 +273,7 @@ def add_parser(subparsers) -> None:
     n.add_argument("--dtype", help="auto, float32, bfloat16, float16 [auto]")
     n.add_argument("--overwrite", action="store_true", default=None,
                    help="replace what --output_dir holds")
+    _add_resume_flags(n, "at the end of each stage")
     n.set_defaults(run=run_internalize)
 
 
@@ -248,16 +292,22 @@ def run_problems(args: argparse.Namespace) -> int:
 
 
 def run_host(args: argparse.Namespace) -> int:
-    from lantern.trm.host_training import HostTrainConfig, train_host
+    from lantern.trm.host_training import COMMAND, SHAPE_FLAGS, HostTrainConfig, train_host
 
-    train_host(HostTrainConfig(**_given(args, HostTrainConfig)))
+    fixed = ("problems", "val_problems", "val_fraction", "config", *SHAPE_FLAGS, "slots",
+             "init_from", "weight_decay", "seed")
+    train_host(_settings(args, HostTrainConfig, COMMAND, ("problems", "output_dir"), fixed))
     return 0
 
 
 def run_compressor(args: argparse.Namespace) -> int:
-    from lantern.trm.compressor import CompressorConfig, train_compressor
+    from lantern.trm.compressor import COMMAND, CompressorConfig, train_compressor
 
-    print(json.dumps(train_compressor(CompressorConfig(**_given(args, CompressorConfig)))))
+    fixed = ("host", "stage", "data", "init", "d_compressed", "batch_size", "num_samples", "layer",
+             "window", "val_fraction", "seed")
+    prefix = _compressor_prefix(vars(args)) if args.resume_from else ""
+    cfg = _settings(args, CompressorConfig, COMMAND, ("host",), fixed, prefix)
+    print(json.dumps(train_compressor(cfg)))
     return 0
 
 
@@ -270,10 +320,15 @@ def run_datagen(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from lantern.training.distributed import run_worker
-    from lantern.trm.training import TRMTrainConfig, train_trm
+    from lantern.trm.training import COMMAND, TRMTrainConfig, train_trm
+
+    fixed = ("data", "compressor_checkpoint", "host", "batch_size", "weight_decay", "n_layers",
+             "n_heads", "d_hidden", "n_latent_steps", "n_deep_recursions", "n_supervision_steps",
+             "per_step_updates", "use_ema", "ema_decay", "beta2", "val_fraction", "seed")
 
     def train() -> None:
-        summary = train_trm(TRMTrainConfig(**_given(args, TRMTrainConfig)))
+        cfg = _settings(args, TRMTrainConfig, COMMAND, ("data", "compressor_checkpoint"), fixed)
+        summary = train_trm(cfg)
         if int(os.environ.get("RANK", 0)) == 0:
             print(json.dumps({k: summary[k] for k in ("best_val_answer_exact", "best_val_cosine",
                                                       "mean_predictor_val_cosine", "optimizer_steps",
@@ -291,14 +346,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_grpo(args: argparse.Namespace) -> int:
-    from lantern.trm.grpo import GRPOConfig, train_grpo
+    from lantern.trm.grpo import COMMAND, GRPOConfig, train_grpo
 
-    print(json.dumps(train_grpo(GRPOConfig(**_given(args, GRPOConfig)))))
+    required = ("host", "trm_checkpoint", "compressor_checkpoint", "dataset")
+    fixed = (*required, "num_samples", "problems_per_step", "group_size", "seed")
+    print(json.dumps(train_grpo(_settings(args, GRPOConfig, COMMAND, required, fixed))))
     return 0
 
 
 def run_internalize(args: argparse.Namespace) -> int:
-    from lantern.trm.internalize import InternalizeConfig, internalize
+    from lantern.trm.internalize import COMMAND, InternalizeConfig, internalize
 
-    internalize(InternalizeConfig(**_given(args, InternalizeConfig)))
+    fixed = ("host", "problems", "steps_per_stage", "batch_size", "weight_decay", "seed")
+    internalize(_settings(args, InternalizeConfig, COMMAND, ("host", "problems"), fixed))
     return 0

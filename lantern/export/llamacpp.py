@@ -127,6 +127,20 @@ class LlamaCppModel:
             out[item["id"]] = item["logprob"]
         return out
 
+    def token_logprob(self, ids: Sequence[int], target: int, reuse_cache: bool = False
+                      ) -> tuple[float, int]:
+        """(log-probability of `target` after `ids`, the most likely token there), from the raw
+        logits: `target` is forced as the token drawn, which llama.cpp then reports with its
+        unbiased log-probability. Where llama.cpp reports nothing (a token of incomplete UTF-8)
+        the whole distribution is read instead."""
+        body = {"prompt": [int(i) for i in ids], "n_predict": 1, "temperature": 0.0, "n_probs": 1,
+                "cache_prompt": reuse_cache, "ignore_eos": True, "logit_bias": [[int(target), 1e4]]}
+        entries = self._json("/completion", body)["completion_probabilities"]
+        if entries and entries[0]["id"] == target:
+            return float(entries[0]["logprob"]), int(entries[0]["top_logprobs"][0]["id"])
+        logprobs = self.next_token_logprobs(ids, reuse_cache)
+        return float(logprobs[target]), int(np.argmax(logprobs))
+
     def greedy(self, ids: Sequence[int], max_new_tokens: int, ignore_eos: bool = False) -> list[int]:
         """Greedy continuation ids; it ends early at end-of-sequence unless `ignore_eos`."""
         body = {"prompt": [int(i) for i in ids], "n_predict": max_new_tokens, "temperature": 0.0,

@@ -25,13 +25,14 @@ def shape_overrides(cfg: ModelSection) -> list[str]:
 
 
 def load_initial_model(cfg: ModelSection, seq_length: int | None) -> tuple[LANTERNModel, Tokenizer]:
-    """Weights and tokenizer of a pretrained model, to fine-tune."""
+    """Weights and tokenizer of a pretrained model, to fine-tune. `seq_length` is then the
+    training window only: the model keeps its own context for generation."""
     given = shape_overrides(cfg)
     if given:
         raise LanternError(f"--init_from takes the model's shape from {cfg.init_from}; "
                            f"drop {', '.join(given)}")
     model, tokenizer = load_pretrained(cfg.init_from)
-    if seq_length is not None and seq_length != model.config.context_length:
+    if seq_length is not None and seq_length > model.config.context_length:
         raise LanternError(f"--seq_length {seq_length}: the model in {cfg.init_from} has context "
-                           f"{model.config.context_length}; drop --seq_length")
+                           f"{model.config.context_length}; train on windows no longer than that")
     return model, tokenizer

@@ -125,6 +125,17 @@ class EvalSection:
 
 
 @dataclass
+class LoraSection:
+    """Low-rank adapters on a pretrained model (rank 0 = off: every weight trains). None = the
+    default: alpha 2 x rank, dropout 0, targets every linear layer of the blocks."""
+
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    lora_targets: str | None = None
+
+
+@dataclass
 class DistributedSection:
     """Under torchrun: DistributedDataParallel, or FSDP2 sharding with `fsdp`."""
 
@@ -135,7 +146,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "optimizer": OptimizerSection,
     "schedule": ScheduleSection, "loop": LoopSection, "precision": PrecisionSection,
     "ema": EMASection, "checkpoint": CheckpointSection, "metrics": MetricsSection,
-    "eval": EvalSection, "distributed": DistributedSection,
+    "eval": EvalSection, "lora": LoraSection, "distributed": DistributedSection,
 }
 FLAG_SECTION: dict[str, str] = {
     f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
@@ -159,6 +170,7 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    lora: LoraSection = field(default_factory=LoraSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def __init__(self, **settings: Any) -> None:
@@ -221,6 +233,31 @@ class TrainConfig:
             raise LanternError(f"--ema_decay must be in [0, 1) (got {self.ema.ema_decay})")
         if self.ema.eval_ema and self.ema.ema_decay == 0:
             raise LanternError("--eval_ema needs --ema_decay (an average to evaluate)")
+        self.validate_lora()
+
+    def validate_lora(self) -> None:
+        """LoRA flags that could not act, or that clash with another part of the run."""
+        lora = self.lora
+        extras = [f"--{f.name}" for f in dataclasses.fields(lora)
+                  if f.name != "lora_rank" and getattr(lora, f.name) is not None]
+        if lora.lora_rank < 0:
+            raise LanternError(f"--lora_rank must not be negative (got {lora.lora_rank})")
+        if not lora.lora_rank:
+            if extras:
+                raise LanternError(f"{', '.join(extras)} need --lora_rank (adapters to configure)")
+            return
+        if not self.model.init_from:
+            raise LanternError("--lora_rank needs --init_from: adapters fine-tune a pretrained model")
+        if lora.lora_alpha is not None and lora.lora_alpha <= 0:
+            raise LanternError(f"--lora_alpha must be positive (got {lora.lora_alpha})")
+        if lora.lora_dropout is not None and not 0.0 <= lora.lora_dropout < 1.0:
+            raise LanternError(f"--lora_dropout must be in [0, 1) (got {lora.lora_dropout})")
+        if self.ema.ema_decay:
+            raise LanternError("--lora_rank with --ema_decay is not supported: the average would "
+                               "cover the adapters only; drop one of them")
+        if self.distributed.fsdp:
+            raise LanternError("--lora_rank with --fsdp is not supported; drop --fsdp (data-parallel "
+                               "processes still work)")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}

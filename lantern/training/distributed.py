@@ -128,7 +128,9 @@ class Distributed:
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        # strict=False: a parameter that never had a gradient (an unused head) has no state to load
+        set_optimizer_state_dict(model, optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 def run_worker(work: Callable[[], object]) -> int:

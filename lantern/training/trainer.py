@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,8 @@ from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.evaluator import Evaluator
 from lantern.training.logs import LOG_FILE, MetricsLogger
+from lantern.training.loop import StopRequest
+from lantern.training.lora import LoraSettings, attach_lora, merged_state_dicts, trainable_summary
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.pause import insert_pause_tokens
 from lantern.training.precision import Precision
@@ -67,7 +67,8 @@ def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, An
     from the checkpoint, so a shape flag that disagrees with it is refused, not ignored."""
     file, state = read_resume_state(overrides["resume_from"])
     saved = TrainConfig(**state["train_config"]).flat()
-    fixed = (*MODEL_SHAPE_FLAGS, "seq_length", "tokenizer", "vocab_size", "init_from")
+    fixed = (*MODEL_SHAPE_FLAGS, "seq_length", "tokenizer", "vocab_size", "init_from", "lora_rank",
+             "lora_alpha", "lora_targets")
     changed = [f"--{name}" for name in fixed if name in overrides and overrides[name] != saved.get(name)]
     if changed:
         raise LanternError(f"{', '.join(changed)} cannot change when resuming: the model and "
@@ -76,30 +77,6 @@ def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, An
     if "output_dir" not in overrides:
         merged["output_dir"] = str(file.parent)
     return TrainConfig(**merged), state
-
-
-class StopRequest:
-    """Turns Ctrl-C / SIGTERM into a request the loop honours at the next step boundary;
-    a second Ctrl-C stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -155,15 +132,19 @@ class Trainer:
             self.model_config = build_model_config(cfg.model, self.data.tokenizer.vocab_size,
                                                    cfg.data.seq_length)
         self.model = initial if initial is not None else LANTERNModel(self.model_config)
+        self.lora = LoraSettings.from_section(cfg.lora)
+        if self.lora:  # before a resumed state, which holds the adapters
+            attach_lora(self.model, self.lora)
         if state:
             self.model.load_state_dict(state["model_state_dict"])
-        self.model.to(device)
+        self.window = cfg.data.seq_length or self.model_config.context_length
+        self.model.to(device).train()  # an imported model comes in eval mode
         torch.manual_seed(cfg.loop.seed + self.dist.rank)  # dropout and pause tokens differ per rank
         self.wrapped = self.dist.wrap(self.model, device, varying_graph=bool(cfg.loop.depth_schedule))
 
     def build_optimization(self) -> None:
         cfg, loop = self.cfg, self.cfg.loop
-        seq_length = self.model_config.context_length
+        seq_length = self.window
         self.tokens_per_step = loop.batch_size * seq_length * loop.grad_accum
         self.max_steps = loop.max_steps
         if loop.epochs is not None:
@@ -181,7 +162,7 @@ class Trainer:
 
     def build_evaluation_and_saving(self) -> None:
         cfg = self.cfg
-        val_batches = eval_windows(self.data.val_tokens, self.model_config.context_length,
+        val_batches = eval_windows(self.data.val_tokens, self.window,
                                    cfg.loop.batch_size, cfg.eval.eval_batches)
         self.evaluator = Evaluator(cfg.eval, val_batches, self.precision, self.data.tokenizer,
                                    sample_prompt(self.data), cfg.loop.seed)
@@ -214,6 +195,8 @@ class Trainer:
         say(f"Batch: {loop.batch_size} sequences x {loop.grad_accum} micro-batches = "
             f"{self.tokens_per_step:,} tokens per step | {mode}, {self.dist.world_size} process(es) x "
             f"{per_rank} sequences")
+        if self.lora is not None:
+            say(trainable_summary(self.model, self.lora))
         if self.ema is not None:
             say(f"EMA: decay {self.ema.decay}; evaluating and saving the "
                 f"{'averaged' if self.cfg.ema.eval_ema else 'live'} weights")
@@ -315,8 +298,9 @@ class Trainer:
                 "best_val_loss": self.best_val}
 
     def save_weights(self, name: str) -> None:
-        self.checkpointer.save(name, self.step, self.model, self.extra(), ema=self.ema,
-                               use_ema=self.cfg.ema.eval_ema)
+        with merged_state_dicts(self.model, self.lora):  # LoRA adapters merged: a plain model
+            self.checkpointer.save(name, self.step, self.model, self.extra(), ema=self.ema,
+                                   use_ema=self.cfg.ema.eval_ema)
 
     def save_checkpoint(self) -> Path:
         rng = {"batches": self.sampler.state(), "depth": self.depth_generator.get_state()}
@@ -340,7 +324,8 @@ class Trainer:
         with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():
             model = self.plain_model()
             if model is not None:
-                export_weights(model, self.out)
+                with merged_state_dicts(model, self.lora):
+                    export_weights(model, self.out)
                 for i in range(self.cfg.eval.num_samples):
                     samples.append(self.evaluator.sample(model, i + 1))
                     self.log.say(f"--- sample {i + 1} ---\n{samples[-1].strip()}")

@@ -10,6 +10,7 @@ trajectories from a 1a checkpoint. A checkpoint is `<name>.safetensors` (W, b) p
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -27,12 +28,13 @@ from tqdm import tqdm
 from lantern.data.stories import build_corpus
 from lantern.data.text import read_text_file
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import atomic_write, atomic_write_text, make_output_directory
-from lantern.training.config import OptimizerSection
-from lantern.training.logs import TrainingLog
+from lantern.fileio import atomic_write, atomic_write_text
+from lantern.training.config import OptimizerSection, PrecisionSection
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, constant_schedule, start_run
 from lantern.training.optim import make_optimizer
+from lantern.training.precision import Precision
 from lantern.trm.host import Host, load_host
-from lantern.trm.outputs import damage_reason, paired_files, refuse_to_replace
+from lantern.trm.outputs import damage_reason, paired_files
 from lantern.trm.problems import read_problems
 
 
@@ -109,6 +111,7 @@ def check_compressor_fits(info: dict, hidden_size: int, fingerprint: str | None,
                            f"layer {layer}")
 
 
+COMMAND = "lantern trm compressor"
 DEFAULT_WINDOW = 64  # tokens per stage-1a text window, unless the host reads fewer
 
 
@@ -130,13 +133,16 @@ class CompressorConfig:
     seed: int = 0
     device: str = "cpu"
     overwrite: bool = False
+    save_interval: int | None = None  # steps between resumable checkpoints; None = every epoch
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in ("1a", "1b"):
             raise LanternError(f"--stage must be 1a or 1b (got {self.stage!r})")
         require_positive(self, "batch_size", "num_epochs", "num_samples")
-        if self.window is not None:
-            require_positive(self, "window")
+        for name in ("window", "save_interval"):
+            if getattr(self, name) is not None:
+                require_positive(self, name)
         if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
             raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
 
@@ -174,11 +180,68 @@ def text_window(host: Host, window: int | None, say: Callable[[str], None]) -> i
     return DEFAULT_WINDOW
 
 
+class CompressorPhase:
+    """Stage 1a or 1b as a phase of the training loop: one step per batch of states, evaluated
+    and kept as `stage<S>_best` when the held-out cosine improves at each epoch's end."""
+
+    def __init__(self, comp: DimensionCompressor, train: torch.Tensor, val: torch.Tensor,
+                 cfg: CompressorConfig, info: dict, say: Callable[[str], None]) -> None:
+        self.model, self.train, self.val, self.cfg, self.info, self.say = comp, train, val, cfg, info, say
+        self.out = Path(cfg.output_dir)
+        self.per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.order = torch.arange(len(train))
+        self.total, self.best, self.metrics = 0.0, -2.0, {}
+        self.started = time.time()
+
+    def step(self, index: int, updates: Updates) -> list[dict]:
+        position = index % self.per_epoch
+        if position == 0:
+            self.order = torch.randperm(len(self.train), generator=self.generator)
+            self.total, self.started = 0.0, time.time()
+        x = self.train[self.order[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size]]
+        self.total += updates(F.mse_loss(self.model(x), x)) * len(x)
+        if position + 1 < self.per_epoch:
+            return []
+        epoch = index // self.per_epoch + 1
+        with torch.no_grad():
+            self.metrics = {f"val_{k}": v for k, v in
+                            reconstruction_metrics(self.val, self.model(self.val)).items()}
+        record = {"epoch": epoch, "train_loss": self.total / len(self.train), **self.metrics,
+                  "seconds": time.time() - self.started}
+        self.say(f"epoch {epoch}: train mse {record['train_loss']:.5f}  held-out cosine "
+                 f"{self.metrics['val_cosine']:.4f}  relative error "
+                 f"{self.metrics['val_relative_error']:.4f}")
+        if self.metrics["val_cosine"] > self.best:
+            self.best = self.metrics["val_cosine"]
+            save_compressor(self.out / f"stage{self.cfg.stage}_best", self.model,
+                            {**self.info, **self.metrics, "epoch": epoch})
+        return [record]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "total": self.total,
+                "best": self.best, "metrics": self.metrics}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.total = state["order"], float(state["total"])
+        self.best, self.metrics = float(state["best"]), dict(state["metrics"])
+
+
+def run_settings(cfg: CompressorConfig, per_epoch: int = 1, quiet: bool = False) -> RunSettings:
+    """Where a stage writes; its checkpoints are `stage<S>_checkpoint_step_N.pt` (both stages
+    may share a directory)."""
+    return RunSettings(Path(cfg.output_dir), COMMAND, cfg.save_interval or per_epoch,
+                       cfg.resume_from, cfg.overwrite,
+                       tuple(f"stage{cfg.stage}_{kind}.{ext}" for kind in ("best", "final")
+                             for ext in ("safetensors", "json")),
+                       prefix=f"stage{cfg.stage}_", quiet=quiet)
+
+
 def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
-    """Train and write `stage<S>_best` and `stage<S>_final`; returns the final metrics."""
-    refuse_to_replace(Path(cfg.output_dir), [f"stage{cfg.stage}_{kind}.{ext}" for kind in
-                                             ("best", "final") for ext in ("safetensors", "json")],
-                      cfg.overwrite)
+    """Train (or continue) and write `stage<S>_best` and `stage<S>_final`; returns the final
+    metrics."""
+    resume = start_run(run_settings(cfg))
     say = (lambda *a: None) if quiet else tqdm.write
     host = load_host(cfg.host, cfg.device)
     layer = host.resolve_layer(cfg.layer)
@@ -202,36 +265,16 @@ def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
         with torch.no_grad():
             comp.bias.copy_(train.mean(dim=0))
     optimizer = make_optimizer(comp, OptimizerSection(cfg.learning_rate, weight_decay=0.0))
-    out = Path(cfg.output_dir)
-    make_output_directory(out, "trm-compressor")
-    log = TrainingLog(out)
-    stem = f"stage{cfg.stage}"
     info = {"stage": cfg.stage, "layer": layer, "host_fingerprint": host.fingerprint,
             "config": asdict(cfg), "parameters": sum(p.numel() for p in comp.parameters())}
     say(f"compressor {host.hidden_size} -> {cfg.d_compressed}: {len(train)} training states, "
         f"{len(val)} held-out")
-    best, metrics = -2.0, {}
-    generator = torch.Generator().manual_seed(cfg.seed)
-    for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=quiet or None):
-        started = time.time()
-        order = torch.randperm(len(train), generator=generator)
-        total = 0.0
-        for start in range(0, len(train), cfg.batch_size):
-            x = train[order[start:start + cfg.batch_size]]
-            loss = F.mse_loss(comp(x), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-        with torch.no_grad():
-            metrics = {f"val_{k}": v for k, v in reconstruction_metrics(val, comp(val)).items()}
-        record = {"epoch": epoch, "train_loss": total / len(train), **metrics,
-                  "seconds": time.time() - started}
-        log.write(record)
-        say(f"epoch {epoch}: train mse {record['train_loss']:.5f}  held-out cosine "
-            f"{metrics['val_cosine']:.4f}  relative error {metrics['val_relative_error']:.4f}")
-        if metrics["val_cosine"] > best:
-            best = metrics["val_cosine"]
-            save_compressor(out / f"{stem}_best", comp, {**info, **metrics, "epoch": epoch})
-    save_compressor(out / f"{stem}_final", comp, {**info, **metrics, "epoch": cfg.num_epochs})
-    return {**metrics, "best_val_cosine": best, "parameters": info["parameters"]}
+    phase = CompressorPhase(comp, train, val, cfg, info, say)
+    loop = TrainingLoop(phase, run_settings(cfg, phase.per_epoch, quiet),
+                        cfg.num_epochs * phase.per_epoch, optimizer,
+                        Precision(PrecisionSection("cpu", "float32")),
+                        constant_schedule(cfg.learning_rate), 0.0, asdict(cfg), resume)
+    loop.run()
+    save_compressor(Path(cfg.output_dir) / f"stage{cfg.stage}_final", comp,
+                    {**info, **phase.metrics, "epoch": cfg.num_epochs})
+    return {**phase.metrics, "best_val_cosine": phase.best, "parameters": info["parameters"]}

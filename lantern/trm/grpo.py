@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from lantern.checkpoint import save_checkpoint
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX
-from lantern.training.logs import TrainingLog
+from lantern.training.config import OptimizerSection, PrecisionSection
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, constant_schedule, start_run
+from lantern.training.optim import make_optimizer
+from lantern.training.precision import Precision
 from lantern.trm.compressor import (
     DimensionCompressor,
     check_compressor_fits,
@@ -34,10 +37,10 @@ from lantern.trm.compressor import (
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.model import SequenceTRM
-from lantern.trm.outputs import refuse_to_replace
 from lantern.trm.problems import Problem, load_problems
 from lantern.trm.training import batch_inputs, load_trm
 
+COMMAND = "lantern trm grpo"
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(P, G) rewards -> advantages normalised within each group (0 where a group is uniform)."""
@@ -79,10 +82,12 @@ class GRPOConfig:
     seed: int = 0
     device: str = "cpu"
     overwrite: bool = False
+    save_interval: int = 8  # steps between resumable checkpoints
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         require_positive(self, "num_samples", "num_epochs", "problems_per_step", "iterations",
-                         "max_new_tokens")
+                         "max_new_tokens", "save_interval")
         if self.group_size < 2:
             raise LanternError("--group_size must be at least 2 (advantages are relative)")
         if self.temperature <= 0 or self.learning_rate <= 0 or self.clip <= 0 or self.kl_coef < 0:
@@ -124,9 +129,67 @@ class SlotPolicy:
         return (picked * (targets != IGNORE_INDEX)).sum(dim=1)
 
 
+class GRPOPhase:
+    """GRPO as a phase of the training loop: a step samples G answers for each of a few
+    problems with the policy as it stands, then makes `iterations` updates on them."""
+
+    def __init__(self, policy: SlotPolicy, trm: SequenceTRM, comp: DimensionCompressor,
+                 reference: tuple[SequenceTRM, DimensionCompressor], problems: list[Problem],
+                 cfg: GRPOConfig) -> None:
+        self.policy, self.trm, self.comp, self.reference = policy, trm, comp, reference
+        self.problems, self.cfg = problems, cfg
+        self.model = nn.ModuleList([trm, comp])
+        self.per_epoch = math.ceil(len(problems) / cfg.problems_per_step)
+        self.rng = random.Random(cfg.seed)
+        self.order: list[int] = []
+        self.rewards: list[float] = []
+
+    def step(self, index: int, updates: Updates) -> list[dict]:
+        cfg, policy, host = self.cfg, self.policy, self.policy.host
+        position = index % self.per_epoch
+        if position == 0:
+            self.order = list(range(len(self.problems)))
+            self.rng.shuffle(self.order)
+        rows = self.order[position * cfg.problems_per_step:(position + 1) * cfg.problems_per_step]
+        group_rows = [i for i in rows for _ in range(cfg.group_size)]
+        with torch.no_grad():
+            states = policy.states(self.trm, self.comp, rows).repeat_interleave(cfg.group_size, dim=0)
+            index_of_slots = [policy.slot_positions[i] for i in group_rows]
+            answers = host.complete([policy.prompts[i] for i in group_rows], cfg.max_new_tokens,
+                                    states, index_of_slots, temperature=cfg.temperature,
+                                    seed=cfg.seed + index * len(group_rows))
+            logp_old = policy.logprobs(states, group_rows, answers)
+            logp_ref = policy.logprobs(policy.states(*self.reference, rows).repeat_interleave(
+                cfg.group_size, dim=0), group_rows, answers) if cfg.kl_coef > 0 else None
+        reward = torch.tensor([float(host.answer_of(a) == self.problems[i].answer)
+                               for i, a in zip(group_rows, answers, strict=True)])
+        advantages = group_advantages(reward.view(len(rows), cfg.group_size)).flatten()
+        for _ in range(cfg.iterations):
+            states = policy.states(self.trm, self.comp, rows).repeat_interleave(cfg.group_size, dim=0)
+            logp_new = policy.logprobs(states, group_rows, answers)
+            loss = updates(grpo_objective(logp_new, logp_old, advantages.to(logp_new.device),
+                                          cfg.clip, cfg.kl_coef, logp_ref))
+        self.rewards.append(reward.mean().item())
+        return [{"step": index + 1, "reward": self.rewards[-1], "loss": loss}]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate(), "order": self.order, "rewards": self.rewards}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order, self.rewards = list(state["order"]), list(state["rewards"])
+
+
+def run_settings(cfg: GRPOConfig, quiet: bool = False) -> RunSettings:
+    return RunSettings(Path(cfg.output_dir), COMMAND, cfg.save_interval, cfg.resume_from,
+                       cfg.overwrite, ("trm.pt", "compressor.safetensors"), quiet=quiet)
+
+
 def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
-    """Train; writes `trm.pt` and `compressor.*` and a log of the sampled reward per step."""
-    refuse_to_replace(Path(cfg.output_dir), ["trm.pt", "compressor.safetensors"], cfg.overwrite)
+    """Train (or continue); writes `trm.pt` and `compressor.*` and a log of the sampled reward
+    per step."""
+    resume = start_run(run_settings(cfg))
     host = load_host(cfg.host, cfg.device)
     if not isinstance(host, LanternHost):
         raise LanternError("GRPO samples through the latent slot: --host must be a LANTERN host "
@@ -143,49 +206,17 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     comp.to(cfg.device)
     problems = load_problems(cfg.dataset, cfg.num_samples)
     torch.manual_seed(cfg.seed)
-    ref_trm, ref_comp = copy.deepcopy(trm).requires_grad_(False), copy.deepcopy(comp).requires_grad_(False)
+    reference = copy.deepcopy(trm).requires_grad_(False), copy.deepcopy(comp).requires_grad_(False)
     trm.train().requires_grad_(True)
     comp.train().requires_grad_(True)
-    policy = SlotPolicy(host, problems)
-    optimizer = torch.optim.AdamW([*trm.parameters(), *comp.parameters()], lr=cfg.learning_rate,
-                                  weight_decay=0.0)
+    phase = GRPOPhase(SlotPolicy(host, problems), trm, comp, reference, problems, cfg)
+    optimizer = make_optimizer(phase.model, OptimizerSection(cfg.learning_rate, weight_decay=0.0,
+                                                             beta2=0.999))
+    loop = TrainingLoop(phase, run_settings(cfg, quiet), cfg.num_epochs * phase.per_epoch, optimizer,
+                        Precision(PrecisionSection(cfg.device, "float32")),
+                        constant_schedule(cfg.learning_rate), 1.0, dataclasses.asdict(cfg), resume)
+    loop.run()
     out = Path(cfg.output_dir)
-    make_output_directory(out, "trm-grpo")
-    log = TrainingLog(out)
-    if log.path.exists():
-        log.path.unlink()
-    rng = random.Random(cfg.seed)
-    step, rewards_seen = 0, []
-    for _ in tqdm(range(cfg.num_epochs), unit="epoch", disable=quiet or None):
-        order = list(range(len(problems)))
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.problems_per_step):
-            rows = order[start:start + cfg.problems_per_step]
-            group_rows = [i for i in rows for _ in range(cfg.group_size)]
-            with torch.no_grad():
-                states = policy.states(trm, comp, rows).repeat_interleave(cfg.group_size, dim=0)
-                index = [policy.slot_positions[i] for i in group_rows]
-                answers = host.complete([policy.prompts[i] for i in group_rows], cfg.max_new_tokens,
-                                        states, index, temperature=cfg.temperature,
-                                        seed=cfg.seed + step * len(group_rows))
-                logp_old = policy.logprobs(states, group_rows, answers)
-                logp_ref = policy.logprobs(policy.states(ref_trm, ref_comp, rows).repeat_interleave(
-                    cfg.group_size, dim=0), group_rows, answers) if cfg.kl_coef > 0 else None
-            reward = torch.tensor([float(host.answer_of(a) == problems[i].answer)
-                                   for i, a in zip(group_rows, answers, strict=True)])
-            advantages = group_advantages(reward.view(len(rows), cfg.group_size)).flatten()
-            for _ in range(cfg.iterations):
-                states = policy.states(trm, comp, rows).repeat_interleave(cfg.group_size, dim=0)
-                logp_new = policy.logprobs(states, group_rows, answers)
-                loss = grpo_objective(logp_new, logp_old, advantages.to(logp_new.device), cfg.clip,
-                                      cfg.kl_coef, logp_ref)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([*trm.parameters(), *comp.parameters()], 1.0)
-                optimizer.step()
-            step += 1
-            rewards_seen.append(reward.mean().item())
-            log.write({"step": step, "reward": rewards_seen[-1], "loss": loss.item()})
     trm.eval()
     comp.eval()
     weights = {k: v.detach().cpu() for k, v in trm.state_dict().items()}
@@ -194,7 +225,8 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     save_checkpoint(out / "trm.pt", {**meta, "model_state_dict": weights, "raw_state_dict": weights,
                                      "ema": False, "grpo_config": dataclasses.asdict(cfg)})
     save_compressor(out / "compressor", comp, {**comp_info, "grpo": True})
-    first = rewards_seen[:max(1, len(rewards_seen) // 4)]
-    last = rewards_seen[-max(1, len(rewards_seen) // 4):]
-    return {"steps": step, "reward_first_quarter": sum(first) / len(first),
+    rewards = phase.rewards
+    first = rewards[:max(1, len(rewards) // 4)]
+    last = rewards[-max(1, len(rewards) // 4):]
+    return {"steps": loop.step, "reward_first_quarter": sum(first) / len(first),
             "reward_last_quarter": sum(last) / len(last)}

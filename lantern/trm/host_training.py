@@ -21,6 +21,7 @@ import dataclasses
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +32,16 @@ from tqdm import tqdm
 
 from lantern.config import PRESETS, preset_config
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import atomic_write_text, make_output_directory
+from lantern.fileio import atomic_write_text
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.logs import TrainingLog
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.host import LanternHost, LatentSlot, Segments, host_tokenizer, load_host, pad_right
-from lantern.trm.problems import read_problems
+from lantern.trm.problems import Problem, read_problems
 
+COMMAND = "lantern trm host"
 SHAPE_FLAGS = ("hidden_size", "num_heads", "num_blocks", "steps_per_block", "mlp_hidden_size",
                "mlp", "norm", "position", "dropout")
 
@@ -78,6 +80,8 @@ class HostTrainConfig:
     norm: str | None = None
     position: str | None = None
     dropout: float | None = None
+    save_interval: int | None = None  # steps between resumable checkpoints; None = eval_interval
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.config is not None and self.config not in PRESETS:
@@ -86,6 +90,8 @@ class HostTrainConfig:
             raise LanternError("--val_fraction and --val_problems both choose the validation set; "
                                "give one")
         require_positive(self, "batch_size", "max_steps", "eval_interval", "eval_problems", "slots")
+        if self.save_interval is not None:
+            require_positive(self, "save_interval")
         if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
             raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
         if self.learning_rate <= 0 or self.latent_weight < 0:
@@ -197,11 +203,64 @@ def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.de
     return host
 
 
+class HostPhase:
+    """Host training as a phase of the training loop: one step per batch of problems drawn
+    with replacement, evaluated on held-out problems every `eval_interval` steps."""
+
+    def __init__(self, host: LanternHost, problems: list[Problem], train_idx: list[int],
+                 val_idx: list[int], rng: random.Random, cfg: HostTrainConfig, context: int,
+                 precision: Precision, say: Callable[[str], None]) -> None:
+        self.host, self.problems, self.train_idx, self.val_idx = host, problems, train_idx, val_idx
+        self.rng, self.cfg, self.context, self.precision = rng, cfg, context, precision
+        self.model = nn.ModuleList([host.model, host.slot])
+        self.segments = [host.segments(p) for p in problems]
+        self.say = say
+
+    def step(self, index: int, updates: Updates) -> list[dict]:
+        cfg, host, rng, device = self.cfg, self.host, self.rng, self.precision.device
+        host.model.train()
+        picks = [self.train_idx[rng.randrange(len(self.train_idx))] for _ in range(cfg.batch_size)]
+        no_think = [rng.random() < cfg.no_think_fraction for _ in picks]
+        replaced = [rng.randint(1, cfg.slots) for _ in picks] if cfg.slots > 1 else None
+        with self.precision.autocast():
+            loss, metrics = host_losses(host, [self.segments[i] for i in picks], no_think,
+                                        cfg.latent_weight, device, cfg.detach_teacher_state,
+                                        replaced)
+        updates(loss)
+        record = {"step": index + 1, "lr": updates.lr, "train_loss": loss.item(), **metrics}
+        if (index + 1) % cfg.eval_interval == 0 or index + 1 == cfg.max_steps:
+            host.model.eval()
+            val = self.val_idx[:cfg.eval_problems]
+            with torch.no_grad(), self.precision.autocast():
+                val_loss, _ = host_losses(host, [self.segments[i] for i in val], [False] * len(val),
+                                          cfg.latent_weight, device)
+                accuracy = host_accuracy(host, [self.segments[i] for i in val],
+                                         [self.problems[i].answer for i in val], self.context)
+            record.update(val_loss=val_loss.item(), **accuracy)
+            self.say(f"step {index + 1}: loss {loss.item():.4f} val {val_loss.item():.4f} "
+                     f"full acc {accuracy['full_accuracy']:.3f} slot acc "
+                     f"{accuracy['slot_accuracy']:.3f}")
+        return [record]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
+
+def run_settings(cfg: HostTrainConfig, quiet: bool = False) -> RunSettings:
+    return RunSettings(Path(cfg.output_dir), COMMAND, cfg.save_interval or cfg.eval_interval,
+                       cfg.resume_from, cfg.overwrite, ("final_model.pt",), "a trained host",
+                       quiet=quiet)
+
+
 def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
-    """Train, evaluate on held-out problems, and write a run directory a `--host` flag accepts."""
+    """Train (or continue), evaluate on held-out problems, and write a run directory a `--host`
+    flag accepts."""
     out = Path(cfg.output_dir)
-    if (out / "final_model.pt").exists() and not cfg.overwrite:
-        raise LanternError(f"{out} already holds a trained host; pass --overwrite to replace it")
+    resume = start_run(run_settings(cfg))
     problems = read_problems(cfg.problems)
     if len(problems) < 2:
         raise LanternError("a host needs at least 2 problems (some are held out for validation)")
@@ -235,48 +294,17 @@ def train_host(cfg: HostTrainConfig, quiet: bool = False) -> Path:
         host = LanternHost(LANTERNModel(model_cfg).to(device), tokenizer,
                            LatentSlot(model_cfg.hidden_size, model_cfg.hidden_size).to(device),
                            cfg.slots)
-    model, slot = host.model, host.slot
-    segments = [host.segments(p) for p in problems]
-    params = nn.ModuleList([model, slot])
-    optimizer = make_optimizer(params, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+    say = (lambda *a: None) if quiet else tqdm.write
+    phase = HostPhase(host, problems, train_idx, val_idx, rng, cfg, context, precision, say)
+    optimizer = make_optimizer(phase.model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
     schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
                           cfg.max_steps)
-    make_output_directory(out, "trm-host")
-    log = TrainingLog(out)
-    if log.path.exists():
-        log.path.unlink()
-    say = (lambda *a: None) if quiet else tqdm.write
-    say(f"host: {model.num_parameters():,} parameters, {len(train_idx)} training / {len(val_idx)} "
-        f"held-out problems, context {context}")
-    bar = tqdm(range(cfg.max_steps), unit="step", disable=quiet or None, dynamic_ncols=True)
+    say(f"host: {host.model.num_parameters():,} parameters, {len(train_idx)} training / "
+        f"{len(val_idx)} held-out problems, context {context}")
     started = time.time()
-    for step in bar:
-        model.train()
-        picks = [train_idx[rng.randrange(len(train_idx))] for _ in range(cfg.batch_size)]
-        no_think = [rng.random() < cfg.no_think_fraction for _ in picks]
-        replaced = [rng.randint(1, cfg.slots) for _ in picks] if cfg.slots > 1 else None
-        lr = schedule.apply(optimizer, step)
-        with precision.autocast():
-            loss, metrics = host_losses(host, [segments[i] for i in picks], no_think,
-                                        cfg.latent_weight, device, cfg.detach_teacher_state,
-                                        replaced)
-        precision.backward(loss)
-        precision.step(optimizer, params.parameters(), cfg.grad_clip)
-        record = {"step": step + 1, "lr": lr, "train_loss": loss.item(), **metrics}
-        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
-            model.eval()
-            val = val_idx[:cfg.eval_problems]
-            with torch.no_grad(), precision.autocast():
-                val_loss, _ = host_losses(host, [segments[i] for i in val], [False] * len(val),
-                                          cfg.latent_weight, device)
-                accuracy = host_accuracy(host, [segments[i] for i in val],
-                                         [problems[i].answer for i in val], context)
-            record.update(val_loss=val_loss.item(), **accuracy)
-            say(f"step {step + 1}: loss {loss.item():.4f} val {val_loss.item():.4f} "
-                f"full acc {accuracy['full_accuracy']:.3f} slot acc {accuracy['slot_accuracy']:.3f}")
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        log.write(record)
-    model.eval()
+    TrainingLoop(phase, run_settings(cfg, quiet), cfg.max_steps, optimizer, precision, schedule,
+                 cfg.grad_clip, dataclasses.asdict(cfg), resume).run()
+    host.model.eval()
     host.save_run(out, dataclasses.asdict(cfg), cfg.max_steps)
     atomic_write_text(out / "val_problems.jsonl",
                       "".join(json.dumps(problems[i].to_dict()) + "\n" for i in val_idx))

@@ -17,6 +17,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,21 +26,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import (
-    atomic_replace_directory,
-    check_replaceable_directory,
-    create_temporary_directory,
-    make_output_directory,
-)
+from lantern.fileio import check_replaceable_directory
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.logs import TrainingLog
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.problems import STEP_SEPARATOR, Problem, read_problems
 
+COMMAND = "lantern trm internalize"
 
 @dataclass
 class InternalizeConfig:
@@ -60,11 +57,15 @@ class InternalizeConfig:
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
+    save_interval: int | None = None  # steps between resumable checkpoints; None = each stage's end
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host or not self.problems:
             raise LanternError("internalization needs --host and --problems")
         require_positive(self, "steps_per_stage", "batch_size", "learning_rate")
+        if self.save_interval is not None:
+            require_positive(self, "save_interval")
         if self.eval_problems is not None:
             if not self.val_problems:
                 raise LanternError("--eval_problems counts held-out problems; give --val_problems")
@@ -154,8 +155,70 @@ def starting_host(cfg: InternalizeConfig, problems: list[Problem], device: torch
     return host
 
 
-def internalize(cfg: InternalizeConfig, quiet: bool = False) -> Path:
-    """Run every stage and write a run directory `load_host` and `lantern trm eval` accept."""
+class StageSchedule(LRSchedule):
+    """Warmup and cosine within each stage: the schedule restarts with every stage."""
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        return super().apply(optimizer, step % self.max_steps)
+
+
+class InternalizePhase:
+    """Stepwise internalization as a phase of the training loop: `steps_per_stage` steps per
+    stage, the optimizer's moments forgotten at each stage's start, the held-out accuracy
+    measured before training and after each stage."""
+
+    def __init__(self, host: LanternHost, problems: list[Problem], val: list[Problem], stages: int,
+                 cfg: InternalizeConfig, precision: Precision, say: Callable[[str], None]) -> None:
+        self.host, self.problems, self.val, self.stages = host, problems, val, stages
+        self.cfg, self.precision, self.say = cfg, precision, say
+        self.model = host.model
+        self.rng = random.Random(cfg.seed)
+
+    def step(self, index: int, updates: Updates) -> list[dict]:
+        cfg, host, model = self.cfg, self.host, self.model
+        records = []
+        if index == 0 and self.val:
+            model.eval()
+            records.append({"stage": 0, "step": 0, **stage_accuracy(host, self.val)})
+        stage, stage_step = index // cfg.steps_per_stage + 1, index % cfg.steps_per_stage
+        if stage_step == 0:
+            updates.restart_optimizer()
+        model.train()
+        picks = [self.problems[self.rng.randrange(len(self.problems))] for _ in range(cfg.batch_size)]
+        ids, targets, removed = stage_batch(host, picks, stage, cfg.removal_smoothing, self.rng)
+        device = self.precision.device
+        with self.precision.autocast():
+            logits = model.lm_head(host.forward(ids.to(device)))
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(),
+                                   ignore_index=IGNORE_INDEX)
+        updates(loss)
+        record = {"stage": stage, "step": index + 1, "lr": updates.lr, "train_loss": loss.item(),
+                  "mean_steps_removed": sum(removed) / len(removed)}
+        if stage_step + 1 == cfg.steps_per_stage and self.val:
+            model.eval()
+            record.update(stage_accuracy(host, self.val))
+            self.say(f"stage {stage}/{self.stages}: loss {loss.item():.4f} accuracy "
+                     f"{record['accuracy']:.3f} no-think {record['no_think_accuracy']:.3f}")
+        records.append(record)
+        return records
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
+
+def run_settings(cfg: InternalizeConfig, quiet: bool = False) -> RunSettings:
+    return RunSettings(Path(cfg.output_dir), COMMAND, cfg.save_interval or cfg.steps_per_stage,
+                       cfg.resume_from, cfg.overwrite, ("final_model.pt",), "a trained host",
+                       quiet=quiet)
+
+
+def refuse_output_dir(cfg: InternalizeConfig) -> None:
+    """The output may not be the host's own directory, nor a directory holding anything unless
+    --overwrite (the run replaces it whole) or --resume_from (it continues the run there)."""
     out = Path(cfg.output_dir)
     source = Path(cfg.host).resolve()
     host_dir = source if source.is_dir() else source.parent
@@ -164,66 +227,40 @@ def internalize(cfg: InternalizeConfig, quiet: bool = False) -> Path:
                            "directory")
     if out.exists() and not out.is_dir():
         raise LanternError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:  # the run replaces it whole
+    if cfg.resume_from:
+        return
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         held = "a trained host" if (out / "final_model.pt").exists() else "files"
-        raise LanternError(f"{out} already holds {held}; pass --overwrite to replace it, or pick "
-                           "another --output_dir")
+        raise LanternError(f"{out} already holds {held}; pass --overwrite to replace it, "
+                           f"--resume_from {out} to continue it, or pick another --output_dir")
     check_replaceable_directory(out)
+
+
+def internalize(cfg: InternalizeConfig, quiet: bool = False) -> Path:
+    """Run (or continue) every stage and write a run directory `load_host` and `lantern trm
+    eval` accept."""
+    out = Path(cfg.output_dir)
+    refuse_output_dir(cfg)
+    resume = start_run(run_settings(cfg))
     problems = read_problems(cfg.problems)
     stages = step_count(problems, cfg.problems)
     val = read_problems(cfg.val_problems)[:cfg.eval_problems or 200] if cfg.val_problems else []
     precision = Precision(PrecisionSection(cfg.device, cfg.dtype))
-    device = precision.device
-    host = starting_host(cfg, problems + val, device)
-    model = host.model
-    rng = random.Random(cfg.seed)
+    host = starting_host(cfg, problems + val, precision.device)
     torch.manual_seed(cfg.seed)
     say = (lambda *a: None) if quiet else tqdm.write
     say(f"internalizing {stages} reasoning steps, {cfg.steps_per_stage} steps per stage, "
         f"{len(problems)} problems, removal smoothing {cfg.removal_smoothing}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = create_temporary_directory(out)
-    try:
-        log = TrainingLog(tmp)
-        if val:
-            model.eval()
-            log.write({"stage": 0, "step": 0, **stage_accuracy(host, val)})
-        bar = tqdm(total=stages * cfg.steps_per_stage, unit="step", disable=quiet or None,
-                   dynamic_ncols=True)
-        started = time.time()
-        for stage in range(1, stages + 1):
-            optimizer = make_optimizer(model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
-            schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
-                                  cfg.steps_per_stage)
-            model.train()
-            for stage_step in range(cfg.steps_per_stage):
-                picks = [problems[rng.randrange(len(problems))] for _ in range(cfg.batch_size)]
-                ids, targets, removed = stage_batch(host, picks, stage, cfg.removal_smoothing, rng)
-                lr = schedule.apply(optimizer, stage_step)
-                with precision.autocast():
-                    logits = model.lm_head(host.forward(ids.to(device)))
-                    loss = F.cross_entropy(logits.flatten(0, 1).float(),
-                                           targets.to(device).flatten(), ignore_index=IGNORE_INDEX)
-                precision.backward(loss)
-                precision.step(optimizer, model.parameters(), cfg.grad_clip)
-                step = (stage - 1) * cfg.steps_per_stage + stage_step + 1
-                record = {"stage": stage, "step": step, "lr": lr, "train_loss": loss.item(),
-                          "mean_steps_removed": sum(removed) / len(removed)}
-                if stage_step + 1 == cfg.steps_per_stage and val:
-                    model.eval()
-                    record.update(stage_accuracy(host, val))
-                    say(f"stage {stage}/{stages}: loss {loss.item():.4f} accuracy "
-                        f"{record['accuracy']:.3f} no-think {record['no_think_accuracy']:.3f}")
-                log.write(record)
-                bar.update()
-                bar.set_postfix(stage=f"{stage}/{stages}", loss=f"{loss.item():.3f}")
-        bar.close()
-        model.eval()
-        host.save_run(tmp, dataclasses.asdict(cfg), stages * cfg.steps_per_stage)
-        make_output_directory(tmp, "trm-internalize")
-        atomic_replace_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    phase = InternalizePhase(host, problems, val, stages, cfg, precision, say)
+    optimizer = make_optimizer(host.model, OptimizerSection(cfg.learning_rate, cfg.weight_decay))
+    schedule = StageSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
+                             cfg.steps_per_stage)
+    if resume is None and out.is_dir() and any(out.iterdir()):  # --overwrite, checked above
+        shutil.rmtree(out)
+    started = time.time()
+    TrainingLoop(phase, run_settings(cfg, quiet), stages * cfg.steps_per_stage, optimizer, precision,
+                 schedule, cfg.grad_clip, dataclasses.asdict(cfg), resume).run()
+    host.model.eval()
+    host.save_run(out, dataclasses.asdict(cfg), stages * cfg.steps_per_stage)
     say(f"internalized host saved to {out} ({time.time() - started:.0f}s)")
     return out

@@ -1,18 +1,11 @@
-"""What the LLM-TRM steps write: results a user already has are never replaced unless they ask
-(`--overwrite`), and weights written as STEM.safetensors + STEM.json are read back as a pair."""
+"""Weights the LLM-TRM steps write as STEM.safetensors + STEM.json, read back as a pair (the
+refusal to replace a run's results is the training loop's, `lantern.training.loop.start_run`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lantern.errors import LanternError
-
-
-def refuse_to_replace(directory: Path, names: list[str], overwrite: bool) -> None:
-    found = [n for n in names if (directory / n).exists()]
-    if found and not overwrite:
-        raise LanternError(f"{directory} already holds {', '.join(found)}; pass --overwrite to "
-                           "replace them, or pick another --output_dir")
 
 
 def paired_files(path: str | Path, what: str) -> tuple[Path, Path]:

@@ -33,12 +33,11 @@ from tqdm import tqdm
 
 from lantern.checkpoint import load_checkpoint, save_checkpoint
 from lantern.errors import LanternError, require_positive
-from lantern.fileio import make_output_directory
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
-from lantern.training.logs import TrainingLog
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.compressor import DimensionCompressor, check_compressor_fits, load_compressor
@@ -46,9 +45,9 @@ from lantern.trm.datagen import Pairs, load_pairs
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.model import Carry, SequenceTRM, TRMConfig, halting_loss, halting_point
-from lantern.trm.outputs import refuse_to_replace
 from lantern.trm.problems import Problem
 
+COMMAND = "lantern trm train"
 
 @dataclass
 class TRMTrainConfig:
@@ -87,9 +86,13 @@ class TRMTrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
+    save_interval: int | None = None  # batches between resumable checkpoints; None = every epoch
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         require_positive(self, "batch_size", "num_epochs")
+        if self.save_interval is not None:
+            require_positive(self, "save_interval")
         if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
             raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
         if not 0 < self.ema_decay < 1:
@@ -293,20 +296,28 @@ def validate(model: SequenceTRM, comp: DimensionCompressor, data: PreparedData, 
     return metrics
 
 
+def run_settings(cfg: TRMTrainConfig, save_interval: int = 1, quiet: bool = False) -> RunSettings:
+    return RunSettings(Path(cfg.output_dir), COMMAND, save_interval, cfg.resume_from,
+                       cfg.overwrite, ("best.pt", "final.pt"), quiet=quiet)
+
+
 def train_trm(cfg: TRMTrainConfig, quiet: bool = False) -> dict:
-    """Train; writes `best.pt` and `final.pt` (EMA weights as the model) and a log."""
+    """Train (or continue); writes `best.pt` and `final.pt` (EMA weights as the model) and a
+    log."""
     return TRMTrainer(cfg, quiet).fit()
 
 
 class TRMTrainer:
-    """Phase 2 from the trainer's parts: optimizer, schedule, precision, EMA, distributed."""
+    """Phase 2 as a phase of the training loop, from the trainer's parts: optimizer, schedule,
+    precision, EMA, distributed. A loop step is one batch (up to N supervision steps, each its
+    own optimizer update with `per_step_updates`); each epoch ends with validation on rank 0."""
 
     def __init__(self, cfg: TRMTrainConfig, quiet: bool = False) -> None:
         self.cfg = cfg
         self.dist, device = Distributed.start(False, cfg.device)
         self.say = (lambda *a: None) if quiet or not self.dist.is_main else tqdm.write
         self.quiet = quiet or not self.dist.is_main
-        self._refuse_bad_setup()
+        self.resume = self._refuse_bad_setup()
         self.device = device
         self.precision = Precision(PrecisionSection(cfg.device, cfg.dtype), device)
         pairs = load_pairs(cfg.data)
@@ -336,7 +347,8 @@ class TRMTrainer:
         self.step_module = self.dist.wrap(SupervisionStep(self.model), device, varying_graph=True)
         self.optimizer = make_optimizer(self.model, OptimizerSection(
             cfg.learning_rate, cfg.weight_decay, beta2=cfg.beta2))
-        self.planned = cfg.planned_optimizer_steps(math.ceil(len(self.data.train) / cfg.batch_size))
+        self.batches_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.planned = cfg.planned_optimizer_steps(self.batches_per_epoch)
         self.schedule = LRSchedule(ScheduleSection(cfg.warmup_steps, cfg.min_lr), cfg.learning_rate,
                                    self.planned)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.use_ema else None
@@ -344,7 +356,11 @@ class TRMTrainer:
         self.baseline = F.cosine_similarity(mean_post[None], self.data.post[self.data.val],
                                             dim=-1).mean().item()
         self.threshold = cfg.halt_threshold
-        self.step = 0
+        self.rng = random.Random(cfg.seed)
+        self.order: list[int] = []
+        self.sums: dict[str, float] = {}
+        self.best, self.record = (-2.0, -2.0), {}
+        self.started = time.time()
         with torch.no_grad():
             mean_trajectory = self.comp.decompress(
                 self.data.target[self.data.train].mean(dim=0).to(device)).cpu() \
@@ -355,6 +371,10 @@ class TRMTrainer:
                      "host_fingerprint": pairs.meta.get("host_fingerprint"),
                      "layer": pairs.meta.get("layer"), "hidden_size": pairs.hidden_size,
                      "planned_optimizer_steps": self.planned}
+        settings = run_settings(cfg, cfg.save_interval or self.batches_per_epoch, quiet)
+        self.loop = TrainingLoop(self, settings, cfg.num_epochs * self.batches_per_epoch,
+                                 self.optimizer, self.precision, self.schedule, cfg.grad_clip,
+                                 dataclasses.asdict(cfg), self.resume, self.ema, self.dist)
 
     def _resolve_trajectory_settings(self, num_slots: int) -> None:
         """Defaults that depend on the pairs: halting for one slot only (a trajectory runs every
@@ -371,84 +391,100 @@ class TRMTrainer:
             raise LanternError("--digit_loss_weight needs intermediate results made of digits (the "
                                "text after each step's last '='); these pairs have none")
 
-    def _refuse_bad_setup(self) -> None:
-        refusal = None
-        if self.dist.is_main:
-            try:
-                refuse_to_replace(Path(self.cfg.output_dir), ["best.pt", "final.pt"], self.cfg.overwrite)
-            except LanternError as exc:
-                refusal = str(exc)
-        refusal = self.dist.gather(refusal)[0]  # every rank stops on rank 0's refusal
+    def _refuse_bad_setup(self) -> tuple[Path, dict] | None:
+        """The run to resume, or the refusal to write over one: every rank looks, and stops on
+        rank 0's refusal (the gather also keeps rank 0 from writing before every rank looked)."""
+        refusal, resume = None, None
+        try:
+            resume = start_run(run_settings(self.cfg))
+        except LanternError as exc:
+            refusal = str(exc)
+        refusal = self.dist.gather(refusal)[0]
         if refusal:
             raise LanternError(refusal)
         if self.dist.active and self.cfg.batch_size % self.dist.world_size:
             raise LanternError(f"--batch_size {self.cfg.batch_size} must be a multiple of the "
                                f"{self.dist.world_size} processes (each takes an equal share of every batch)")
+        return resume
 
     @property
     def halt_at(self) -> float | None:
         return halting_point(self.cfg.bce_halt_loss, self.threshold) if self.cfg.use_halting else None
 
     def fit(self) -> dict:
-        cfg, model = self.cfg, self.model
-        out = Path(cfg.output_dir)
-        log = None
-        if self.dist.is_main:
-            make_output_directory(out, "trm-model")
-            log = TrainingLog(out)
-            if log.path.exists():
-                log.path.unlink()
-        params = sum(p.numel() for p in model.parameters())
+        cfg = self.cfg
+        params = sum(p.numel() for p in self.model.parameters())
         self.say(f"SequenceTRM: {params:,} parameters; {len(self.data.train)} training / "
                  f"{len(self.data.val)} validation pairs; {self.planned} optimizer steps planned; "
                  f"mean-predictor validation cosine {self.baseline:.4f}")
-        rng = random.Random(cfg.seed)
-        best, record = (-2.0, -2.0), {}
-        started = time.time()
-        for epoch in tqdm(range(1, cfg.num_epochs + 1), unit="epoch", disable=self.quiet or None):
-            model.train()
-            order = list(self.data.train)
-            rng.shuffle(order)
-            sums = {"state_loss": 0.0, "answer_loss": 0.0, "digit_loss": 0.0, "halt_loss": 0.0,
-                    "cosine": 0.0, "count": 0.0}
-            for start in range(0, len(order), cfg.batch_size):
-                rows = order[start:start + cfg.batch_size][self.dist.rank::self.dist.world_size]
-                if rows:  # a last batch smaller than the number of processes leaves some out
-                    self.train_batch(rows, sums)
-            totals = self.dist.sum(list(sums.values()), self.device)  # every rank: the same threshold
-            means = {k: v / totals[-1] for k, v in zip(list(sums)[:-1], totals[:-1], strict=True)}
-            if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
-                self.threshold = max(self.threshold, 0.95 * means["cosine"])
-            if log is None:  # rank 0 validates, logs and saves
-                continue
-            model.eval()
-            with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
-                val = validate(model, self.comp, self.data, self.data.val, cfg.batch_size,
-                               cfg.eval_supervision_steps or cfg.n_supervision_steps, self.halt_at,
-                               self.device, self.answer_loss, self.answers)
-                record = {"epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                          **means, **val, "mean_predictor_val_cosine": self.baseline,
-                          "halt_threshold": self.threshold, "seconds": time.time() - started}
-                log.write(record)
-                if selection_score(val) > best:
-                    best = selection_score(val)
-                    self.save(out / "best.pt", record)
-            exact = f"  answers exact {val['val_answer_exact']:.3f}" if "val_answer_exact" in val else ""
-            if "val_digits_answer_exact" in val:
-                exact += f"  digit head {val['val_digits_answer_exact']:.3f}"
-            self.say(f"epoch {epoch}: state mse {record['state_loss']:.5f}  val cosine "
-                     f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f}){exact}  "
-                     f"steps {val['val_steps']:.1f}")
-        summary = {**record, "optimizer_steps": self.step, "planned_optimizer_steps": self.planned,
-                   "best_val_cosine": best[1], "parameters": params}
+        self.loop.run()
+        summary = {**self.record, "optimizer_steps": self.loop.updates.count,
+                   "planned_optimizer_steps": self.planned, "best_val_cosine": self.best[1],
+                   "parameters": params}
         if self.answer_loss is not None:
-            summary["best_val_answer_exact"] = best[0]
+            summary["best_val_answer_exact"] = self.best[0]
         if self.dist.is_main:
-            self.save(out / "final.pt", summary)
+            self.save(Path(cfg.output_dir) / "final.pt", summary)
         self.dist.barrier()
         return summary
 
-    def train_batch(self, rows: list[int], sums: dict[str, float]) -> None:
+    def step(self, index: int, updates: Updates) -> list[dict]:
+        """One batch of the epoch's order; at the epoch's last batch, its validation."""
+        cfg, position = self.cfg, index % self.batches_per_epoch
+        if position == 0:
+            self.order = list(self.data.train)
+            self.rng.shuffle(self.order)
+            self.sums = {"state_loss": 0.0, "answer_loss": 0.0, "digit_loss": 0.0, "halt_loss": 0.0,
+                         "cosine": 0.0, "count": 0.0}
+        self.model.train()
+        start = position * cfg.batch_size
+        rows = self.order[start:start + cfg.batch_size][self.dist.rank::self.dist.world_size]
+        if rows:  # a last batch smaller than the number of processes leaves some out
+            self.train_batch(rows, self.sums, updates)
+        if position + 1 < self.batches_per_epoch:
+            return []
+        return self.end_epoch(index // self.batches_per_epoch + 1, updates)
+
+    def end_epoch(self, epoch: int, updates: Updates) -> list[dict]:
+        cfg, sums = self.cfg, self.sums
+        totals = self.dist.sum(list(sums.values()), self.device)  # every rank: the same threshold
+        means = {k: v / totals[-1] for k, v in zip(list(sums)[:-1], totals[:-1], strict=True)}
+        if cfg.use_halting and cfg.bce_halt_loss and cfg.adaptive_halt_threshold:
+            self.threshold = max(self.threshold, 0.95 * means["cosine"])
+        if not self.dist.is_main:  # rank 0 validates, logs and saves
+            return []
+        self.model.eval()
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            val = validate(self.model, self.comp, self.data, self.data.val, cfg.batch_size,
+                           cfg.eval_supervision_steps or cfg.n_supervision_steps, self.halt_at,
+                           self.device, self.answer_loss, self.answers)
+            self.record = {"epoch": epoch, "step": updates.count,
+                           "lr": self.optimizer.param_groups[0]["lr"], **means, **val,
+                           "mean_predictor_val_cosine": self.baseline,
+                           "halt_threshold": self.threshold, "seconds": time.time() - self.started}
+            if selection_score(val) > self.best:
+                self.best = selection_score(val)
+                self.save(Path(cfg.output_dir) / "best.pt", self.record)
+        exact = f"  answers exact {val['val_answer_exact']:.3f}" if "val_answer_exact" in val else ""
+        if "val_digits_answer_exact" in val:
+            exact += f"  digit head {val['val_digits_answer_exact']:.3f}"
+        self.say(f"epoch {epoch}: state mse {self.record['state_loss']:.5f}  val cosine "
+                 f"{val['val_cosine']:.4f} (mean predictor {self.baseline:.4f}){exact}  "
+                 f"steps {val['val_steps']:.1f}")
+        return [self.record]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate(), "order": self.order, "sums": self.sums,
+                "threshold": self.threshold, "best": list(self.best), "record": self.record}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order, self.sums = list(state["order"]), dict(state["sums"])
+        self.threshold, self.best = float(state["threshold"]), tuple(state["best"])
+        self.record = dict(state["record"])
+
+    def train_batch(self, rows: list[int], sums: dict[str, float], updates: Updates) -> None:
         """Up to N supervision steps on these rows from a detached carry; every rank of a
         batch stops at the same step (when all rows everywhere have halted). Along a trajectory
         step group k is supervised by slot k, and the answer loss runs at the last step."""
@@ -457,7 +493,8 @@ class TRMTrainer:
         target = self.data.target[rows].to(self.device)
         digits = self.data.digits[rows].to(self.device) if trm_cfg.result_digits else None
         trajectory = trm_cfg.num_slots > 1
-        answer_weight = cfg.answer_loss_weight if self.progress >= cfg.answer_loss_from else 0.0
+        progress = updates.count / max(1, self.planned)  # the share of planned updates taken
+        answer_weight = cfg.answer_loss_weight if progress >= cfg.answer_loss_from else 0.0
         slots = target.new_zeros(target.shape)  # the latest prediction of each slot (detached)
         carry = self.model.start(x, padding)
         pending = []
@@ -489,7 +526,7 @@ class TRMTrainer:
             sums["count"] += 1
             carry = dataclasses.replace(carry, y=carry.y.detach(), z=carry.z.detach())
             if cfg.per_step_updates:
-                self.optimizer_step(loss)
+                updates(loss)
             else:
                 pending.append(loss)
             if cfg.use_halting:
@@ -497,20 +534,7 @@ class TRMTrainer:
                 if self.dist.sum([float(running.sum())], self.device)[0] == 0:
                     break
         if pending:
-            self.optimizer_step(torch.stack(pending).mean())
-
-    @property
-    def progress(self) -> float:
-        """The share of planned optimizer steps taken."""
-        return self.step / max(1, self.planned)
-
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        self.schedule.apply(self.optimizer, self.step)
-        self.precision.backward(loss)
-        self.precision.step(self.optimizer, self.model.parameters(), self.cfg.grad_clip)
-        self.step += 1
-        if self.ema is not None:
-            self.ema.update()
+            updates(torch.stack(pending).mean())
 
     def save(self, path: Path, metrics: dict) -> None:
         """`model_state_dict` holds the EMA weights when there is an EMA (what loaders use);

@@ -1,0 +1,1 @@
+"""Scoring a trained model on held-out text: loss, perplexity, bits per byte, accuracy."""
