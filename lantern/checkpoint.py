@@ -59,12 +59,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def step_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+def step_checkpoints(directory: Path, prefix: str = "") -> list[tuple[int, Path]]:
+    """The resumable checkpoints in `directory` (of one phase, where its files carry a prefix),
+    oldest first."""
     found = []
-    for p in directory.glob("checkpoint_step_*.pt"):
-        match = _STEP_FILE.search(p.name)
-        if match:
-            found.append((int(match.group(1)), p))
+    for path in directory.glob(f"{prefix}checkpoint_step_*.pt"):
+        match = _STEP_FILE.search(path.name)
+        if match and path.name == f"{prefix}checkpoint_step_{match.group(1)}.pt":
+            found.append((int(match.group(1)), path))
     return sorted(found)
 
 

@@ -45,7 +45,7 @@ def _settings(args: argparse.Namespace, config_cls: type, command: str, required
 def _compressor_prefix(given: dict) -> str:
     """The stage whose checkpoints --resume_from continues: --stage, the file named, or the
     stage whose newest checkpoint in the directory was written last."""
-    from lantern.training.loop import step_checkpoints
+    from lantern.checkpoint import step_checkpoints
 
     if given.get("stage"):
         return f"stage{given['stage']}_"

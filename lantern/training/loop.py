@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import random
 import signal
 import sys
 import threading
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lantern.checkpoint import load_checkpoint
+from lantern.checkpoint import load_checkpoint, step_checkpoints
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text, make_output_directory
 from lantern.training.checkpointer import Checkpointer
@@ -119,6 +119,12 @@ class Phase(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def restore_random(rng: random.Random, state: Any) -> None:
+    """Set `rng` to a state saved from `rng.getstate()`: a checkpoint keeps tuples as lists."""
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
 @dataclass
 class RunSettings:
     """Where a phase writes, how far it goes, and how it may start there."""
@@ -135,19 +141,6 @@ class RunSettings:
 
 
 KEEP_CHECKPOINTS = 2  # the newest resumable checkpoints a run keeps
-_STEP = re.compile(r"checkpoint_step_(\d+)\.pt$")
-
-
-def step_checkpoints(directory: Path, prefix: str = "") -> list[tuple[int, Path]]:
-    """The resumable checkpoints of one phase in `directory`, oldest first."""
-    found = []
-    for path in directory.glob(f"{prefix}checkpoint_step_*.pt"):
-        match = _STEP.search(path.name)
-        if match and path.name == f"{prefix}checkpoint_step_{match.group(1)}.pt":
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def read_resume(resume_from: str | Path, prefix: str, command: str) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint of this phase in a directory (or the file named), read safely."""
     path = Path(resume_from)

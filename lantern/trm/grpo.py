@@ -25,7 +25,14 @@ from lantern.checkpoint import save_checkpoint
 from lantern.errors import LanternError, require_positive
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, constant_schedule, start_run
+from lantern.training.loop import (
+    RunSettings,
+    TrainingLoop,
+    Updates,
+    constant_schedule,
+    restore_random,
+    start_run,
+)
 from lantern.training.optim import make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.compressor import (
@@ -176,8 +183,7 @@ class GRPOPhase:
         return {"rng": self.rng.getstate(), "order": self.order, "rewards": self.rewards}
 
     def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random(self.rng, state["rng"])
         self.order, self.rewards = list(state["order"]), list(state["rewards"])
 
 

@@ -35,7 +35,7 @@ from lantern.errors import LanternError, require_positive
 from lantern.fileio import atomic_write_text
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.host import LanternHost, LatentSlot, Segments, host_tokenizer, load_host, pad_right
@@ -246,8 +246,7 @@ class HostPhase:
         return {"rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random(self.rng, state["rng"])
 
 
 def run_settings(cfg: HostTrainConfig, quiet: bool = False) -> RunSettings:

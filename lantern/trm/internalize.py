@@ -29,7 +29,7 @@ from lantern.errors import LanternError, require_positive
 from lantern.fileio import check_replaceable_directory
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.host import LanternHost, load_host
@@ -206,8 +206,7 @@ class InternalizePhase:
         return {"rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random(self.rng, state["rng"])
 
 
 def run_settings(cfg: InternalizeConfig, quiet: bool = False) -> RunSettings:

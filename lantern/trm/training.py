@@ -37,7 +37,7 @@ from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, start_run
+from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
 from lantern.trm.compressor import DimensionCompressor, check_compressor_fits, load_compressor
@@ -478,8 +478,7 @@ class TRMTrainer:
                 "threshold": self.threshold, "best": list(self.best), "record": self.record}
 
     def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random(self.rng, state["rng"])
         self.order, self.sums = list(state["order"]), dict(state["sums"])
         self.threshold, self.best = float(state["threshold"]), tuple(state["best"])
         self.record = dict(state["record"])
