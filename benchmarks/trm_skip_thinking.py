@@ -48,7 +48,8 @@ QUICK = dict(train_problems=2000, test_problems=60, host_steps=300, hidden_size=
              trm_d=32, repeats=1, internalize_steps=60, ablations="")
 ABLATIONS = {"no_digit_head": dict(digit_loss_weight=0.0),
              "no_answer_loss": dict(answer_loss_weight=0.0),
-             "no_ema": dict(use_ema=False)}
+             "no_ema": dict(use_ema=False),
+             "mlp_core": dict(core="mlp")}  # not an ablation: the TRM-MLP core instead of attention
 # Per digit count: training problems, host steps, TRM epochs (what fits the stated wall time).
 SIZES = {2: dict(train_problems=20000, host_steps=12000, trm_epochs=60, ablations=",".join(ABLATIONS)),
          3: dict(train_problems=40000, host_steps=12000, trm_epochs=12, ablations="")}
@@ -59,7 +60,8 @@ def host_config(args: argparse.Namespace, train: Path, test: Path, out: Path, **
     settings = dict(problems=str(train), output_dir=str(out), config="gpt-128",
                     hidden_size=args.hidden_size, num_blocks=args.num_blocks, num_heads=4,
                     max_steps=args.host_steps, learning_rate=2e-3, slots=args.slots,
-                    no_think_fraction=args.no_think_fraction, eval_interval=2000,
+                    no_think_fraction=args.no_think_fraction,
+                    all_slots_fraction=args.all_slots_fraction, eval_interval=2000,
                     val_problems=str(test), eval_problems=100, overwrite=True, device="cpu")
     return HostTrainConfig(**{**settings, **overrides})
 
@@ -106,6 +108,8 @@ def main() -> None:
     parser.add_argument("--num_blocks", type=int, default=2)
     parser.add_argument("--no_think_fraction", type=float, default=0.25,
                         help="share of the thinking host's rows also shown without thinking")
+    parser.add_argument("--all_slots_fraction", type=float, default=0.0,
+                        help="share of the host's mixed rows with every step in slots [0: uniform j]")
     parser.add_argument("--pairs", type=int, help="teacher-forced trajectories [every distinct "
                         "training problem, at most 20000]")
     parser.add_argument("--d_compressed", type=int, nargs="*", default=[],
@@ -120,7 +124,8 @@ def main() -> None:
     parser.add_argument("--n_deep_recursions", type=int, default=1)
     parser.add_argument("--answer_loss_from", type=float, default=0.5,
                         help="share of TRM training before the answer loss starts")
-    parser.add_argument("--ablations", help="TRMs trained without one ingredient, comma-separated "
+    parser.add_argument("--ablations", help="TRMs trained without one ingredient (or with the "
+                        "MLP-mixer core), comma-separated "
                         f"[{','.join(ABLATIONS)} for 2 digits, none for 3]")
     parser.add_argument("--internalize_steps", type=int,
                         help="stepwise internalization steps per stage [host_steps / (2 K)]")

@@ -79,6 +79,13 @@ def latest_checkpoint(directory: str | Path) -> Path:
     return found[-1][1]
 
 
+def is_run_directory(path: str | Path) -> bool:
+    """A directory holding a LANTERN model: a final or best model, or a step checkpoint."""
+    path = Path(path)
+    return path.is_dir() and (any((path / name).is_file() for name in ("final_model.pt", "best_model.pt"))
+                              or bool(step_checkpoints(path)))
+
+
 def model_file(path: str | Path) -> Path:
     """A checkpoint file, or the best file to generate from in a run directory."""
     path = Path(path)

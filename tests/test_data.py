@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer as HFTokenizer
 
 import lantern.data.token_store as token_store
 from lantern.cli.main import main
 from lantern.data.quality import dedupe, file_stats
 from lantern.data.stories import build_corpus
 from lantern.errors import LanternError
-from lantern.tokenizers import CharTokenizer
+from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
+from lantern.tokenizers.gguf_vocab import PRE_TOKENIZERS
 from lantern.tokenizers.training import train_tokenizer
 
 LINES = ["Árvíztűrő tükörfúrógép 😀", "The cat sleeps.", "", "The cat sleeps.", "汉字 <eos> x"]
@@ -46,6 +48,30 @@ def test_streamed_encoding_equals_whole_text_encoding(stories, bpe, monkeypatch)
     blocks = list(token_store.read_text_blocks(stories, block_bytes=4096))
     assert len(blocks) > 10 and "".join(blocks) == text
     assert streamed.tolist() == bpe.encode(text)
+
+
+@pytest.mark.parametrize("split", ["gpt-2", "llama-bpe"])
+def test_streamed_encoding_of_paragraphs_equals_whole_text_encoding(tmp_path, monkeypatch, split):
+    """Blank lines between paragraphs, runs of spaces and punctuation before newlines: GPT-2's
+    split reads "\n\n" before a word as two tokens, Llama 3's keeps ".\n\n" together; a piece
+    boundary must change neither."""
+    stories = build_corpus(40_000, seed=5)
+    paragraphs = ["\n".join(stories[i:i + 2]) for i in range(0, len(stories), 2)]
+    text = "".join(p + ("\n\n", "\n\n\n")[i % 2] for i, p in enumerate(paragraphs))
+    text = text.replace(". ", ".  ", 50) + "  end.\n"
+    path = tmp_path / "paragraphs.txt"
+    path.write_text(text, encoding="utf-8")
+    trained = train_tokenizer([path], "bpe", vocab_size=800)
+    hf = HFTokenizer.from_str(trained.hf.to_str())
+    split_fn, ignore_merges = PRE_TOKENIZERS[split]
+    hf.pre_tokenizer = split_fn()
+    hf.model.ignore_merges = ignore_merges
+    tokenizer = HFTokenizerAdapter(hf, "bpe")
+    assert tokenizer.token_to_id("\u010a\u010a") is not None  # "\n\n" is one token in this vocabulary
+    monkeypatch.setattr(token_store, "_PIECE_CHARS", 300)
+    monkeypatch.setattr(token_store, "_BLOCK_BYTES", 2000)
+    streamed = np.concatenate(list(token_store.iter_file_tokens(path, tokenizer)))
+    assert streamed.tolist() == tokenizer.encode(text)
 
 
 def test_load_tokens_caches_text_and_reads_jsonl_and_shards(stories, bpe, tmp_path, capsys):

@@ -13,6 +13,7 @@ from conftest import TINY_TEXT, perturbed_model, save_run
 from transformers import AutoModelForCausalLM
 
 from lantern.cli.main import main
+from lantern.evaluation.calibration import Calibration, auroc, expected_calibration_error
 from lantern.export.gguf_export import export_gguf
 from lantern.export.hf_export import export_hf
 from lantern.tokenizers import CharTokenizer
@@ -140,3 +141,51 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(tok, tmp_path, capsys)
     assert main(["eval", "--checkpoint", run, "--data", str(tmp_path / "missing.txt")]) == 1
     assert "not found" in capsys.readouterr().err
     assert (tmp_path / "kept.json").read_text(encoding="utf-8") == "mine"
+
+
+def test_calibration_measures_against_brute_force_references():
+    """ECE against a direct per-bin computation, AUROC against counting every pair, and the
+    fitted temperature recovers the one the tokens were drawn at."""
+    gen = torch.Generator().manual_seed(0)
+    confidence = torch.rand(3000, generator=gen)
+    correct = torch.rand(3000, generator=gen) < confidence ** 2  # over-confident
+    bins = [(confidence >= b / 15) & (confidence < (b + 1) / 15) for b in range(15)]
+    reference = sum(abs(correct[m].double().mean() - confidence[m].double().mean()).item() * m.sum().item()
+                    for m in bins if m.any()) / 3000
+    assert expected_calibration_error(confidence, correct) == pytest.approx(reference, rel=1e-9)
+    score = torch.randint(0, 20, (400,), generator=gen).float()  # many ties
+    positive = torch.rand(400, generator=gen) < 0.3 + score / 40
+    pos, neg = score[positive], score[~positive]
+    pairs = (pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()
+    assert auroc(score, positive) == pytest.approx(pairs.mean().item(), rel=1e-12)
+    logits = torch.randn(20000, 12, generator=gen) * 3
+    drawn = torch.multinomial(F.softmax(logits / 2.0, dim=-1), 1, generator=gen)[:, 0]
+    calibration = Calibration()
+    calibration.add(logits[:10000], drawn[:10000], fit=True)
+    calibration.add(logits[10000:], drawn[10000:], fit=False)
+    figures = calibration.figures()
+    assert figures["temperature"] == pytest.approx(2.0, rel=0.07)
+    assert figures["ece_after_temperature"] < 0.02 < figures["ece"]  # T = 1 is over-confident here
+
+
+def test_calibration_report_and_reliability_diagram(tok, tmp_path, capsys):
+    model = perturbed_model(tok, **LLAMA)
+    save_run(model, tok, tmp_path / "run")
+    (tmp_path / "held_out.txt").write_text(TEXT, encoding="utf-8")
+    report = run_eval("--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "held_out.txt"),
+                      "--calibration", str(tmp_path / "rel.png"), "--output", str(tmp_path / "r.json"))
+    row = report["results"][0]
+    windows = report["windows"]
+    assert windows >= 3 and (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
+    assert row["calibration_tokens"] + row["temperature_fit_tokens"] == row["tokens"]
+    assert 0 <= row["ece"] <= 1 and 0 <= row["auroc_wrong_1_minus_top1"] <= 1
+    (tmp_path / "small.txt").write_text(TEXT[:20], encoding="utf-8")
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "small.txt"),
+                 "--calibration", str(tmp_path / "other.png")]) == 1
+    assert "at least two windows" in capsys.readouterr().err
+    export_gguf(model, tok, tmp_path / "m.gguf", "f32")
+    assert main(["eval", "--checkpoint", str(tmp_path / "m.gguf"), "--data", str(tmp_path / "held_out.txt"),
+                 "--calibration", str(tmp_path / "other.png")]) == 1
+    err = capsys.readouterr().err
+    assert "--engine pytorch" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other.png").exists()

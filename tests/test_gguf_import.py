@@ -15,7 +15,7 @@ import torch
 from conftest import TINY_TEXT
 from conftest import perturbed_model as tiny_model
 from gguf import GGMLQuantizationType as Q
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from lantern.checkpoint import load_model
 from lantern.cli.main import main
@@ -278,6 +278,30 @@ def test_convert_writes_a_run_that_keeps_roles_and_template(template, bpe_tok, t
         assert torch.equal(model(x)[0], direct(x)[0])
     assert tokenizer.chat_template == template and tokenizer.eos_id == tokens.index("<|im_end|>")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["norm_eps"] == 0.05
+
+
+@pytest.mark.parametrize("pre", ["smollm", "llama-bpe"])
+def test_an_imported_model_exports_back_with_its_split_roles_and_template(pre, bpe_tok, tmp_path):
+    """A fine-tuned import goes back to llama.cpp and transformers as it came: the text split
+    the same way (SmolLM2 writes every digit alone), its own end markers and chat template."""
+    tokens, merges, types = vocabulary(bpe_tok)
+    write_llama_gguf(tmp_path / "m.gguf", hf_llama(len(tokens)), tokens, merges, types, pre=pre,
+                     template=LLAMA3, quant=Q.Q8_0)
+    model, tokenizer = load_gguf(tmp_path / "m.gguf")
+    export_gguf(model, tokenizer, tmp_path / "back.gguf", "f32")
+    text = "  12 times 3 is 36;\n 2024 it's DONE x99y, 1234567 <|im_end|>"
+    with LlamaCppModel(tmp_path / "back.gguf", context=128) as llama:
+        assert llama.tokenize(text) == tokenizer.encode(text)
+    _, again = load_gguf(tmp_path / "back.gguf")
+    assert again.chat_template == LLAMA3
+    assert (again.bos_id, again.eos_id, again.end_of_turn_id, again.pad_id) == (
+        tokens.index("<|begin_of_text|>"), tokens.index("<|im_end|>"), tokens.index("<|eot_id|>"),
+        tokens.index("<pad>"))
+    assert main(["convert", str(tmp_path / "m.gguf"), "--output", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--format", "hf", "--output", str(tmp_path / "hf")]) == 0
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    assert theirs.chat_template == LLAMA3 and theirs.eos_token == "<|im_end|>"
+    assert theirs.bos_token == "<|begin_of_text|>" and theirs.encode(text) == tokenizer.encode(text)
 
 
 def test_init_from_a_gguf_fine_tunes_it(char_tok, tmp_path, capsys):

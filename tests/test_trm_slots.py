@@ -4,6 +4,7 @@ supervised slot by slot, and the evaluation modes that read them."""
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -11,12 +12,19 @@ import torch
 import torch.nn.functional as F
 
 from lantern.cli.main import main
+from lantern.errors import LanternError
 from lantern.models.lantern_model import IGNORE_INDEX
 from lantern.trm.compressor import CompressorConfig, train_compressor
 from lantern.trm.datagen import DatagenConfig, generate_pairs, pairs_from_outputs
 from lantern.trm.evaluate import EvalConfig, Evaluator
 from lantern.trm.host import LATENT, load_host
-from lantern.trm.host_training import HostTrainConfig, host_losses, thinking_targets, train_host
+from lantern.trm.host_training import (
+    HostTrainConfig,
+    host_losses,
+    steps_in_slots,
+    thinking_targets,
+    train_host,
+)
 from lantern.trm.model import SequenceTRM, TRMConfig
 from lantern.trm.problems import is_held_out, read_problems, synthetic_problems, write_problems
 from lantern.trm.training import (
@@ -110,6 +118,15 @@ def test_mixed_rows_replace_the_first_steps_with_slots(root):
         assert decode(host, ids) == expected
         assert [decode(host, [ids[i]]) for i in positions] == [LATENT] * j
         assert positions == list(range(len(seg.context), len(seg.context) + j))
+
+
+def test_all_slots_fraction_draws_every_step_in_slots_that_often():
+    rng, plain = random.Random(5), random.Random(5)
+    assert [steps_in_slots(rng, K, 0.0) for _ in range(50)] == [plain.randint(1, K) for _ in range(50)]
+    assert {steps_in_slots(rng, K, 1.0) for _ in range(50)} == {K}
+    draws = [steps_in_slots(rng, K, 0.5) for _ in range(3000)]
+    assert set(draws) == {1, 2, K}
+    assert abs(draws.count(K) / len(draws) - (0.5 + 0.5 / K)) < 0.03  # 2/3 with every step in slots
 
 
 def test_slots_add_their_states_where_they_are(root):
@@ -250,15 +267,39 @@ def test_digit_answers():
     assert result_digits([["x", "1"]]) is None
 
 
-def test_trajectory_trm_trains_and_every_mode_reads_it(root, tmp_path):
+def test_mixer_core_reads_only_real_positions():
+    """The MLP-mixer TRM pads every input to its fixed length with the reasoning token last: a
+    question scored alone equals the same question in a batch whose padding holds garbage."""
+    torch.manual_seed(0)
+    cfg = TRMConfig(d_model=8, n_layers=2, n_heads=2, n_latent_steps=2, n_deep_recursions=1,
+                    n_supervision_steps=3, num_slots=3, core="mlp", max_length=6)
+    model = SequenceTRM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    short, long = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    batch = torch.cat([torch.cat([short, torch.randn(1, 2, 8) * 5], dim=1), long])
+    padding = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    with torch.no_grad():
+        alone = model.predict(short, torch.zeros(1, 3, dtype=torch.bool))[0]
+        together = model.predict(batch, padding)[0]
+        longer = model.predict(torch.randn(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool))[0]
+    torch.testing.assert_close(together[:1], alone)
+    assert not torch.allclose(together[1:], alone) and longer.shape == alone.shape
+    with pytest.raises(LanternError, match="longer than the 6"):
+        model.predict(torch.randn(1, 7, 8), torch.zeros(1, 7, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("core", ["attention", "mlp"])
+def test_trajectory_trm_trains_and_every_mode_reads_it(root, tmp_path, core):
     summary = train_trm(TRMTrainConfig(
         data=str(root / "pairs"), compressor_checkpoint=str(root / "comp" / "stage1b_best"),
         host=str(root / "host"), output_dir=str(tmp_path / "trm"), batch_size=16, num_epochs=2,
         n_latent_steps=1, n_deep_recursions=1, n_supervision_steps=K, answer_loss_from=0.5,
-        device="cpu"), quiet=True)
+        core=core, device="cpu"), quiet=True)
     assert summary["digit_loss"] > 0 and summary["answer_loss"] > 0 and len(summary["val_slot_cosine"]) == K
     trm, data = load_trm(tmp_path / "trm")
-    assert trm.cfg.num_slots == K and trm.cfg.result_digits == 4
+    assert trm.cfg.num_slots == K and trm.cfg.result_digits == 4 and trm.cfg.core == core
     assert data["train_config"]["use_halting"] is False
     evaluator = Evaluator(EvalConfig(host=str(root / "host"), dataset=str(root / "test.jsonl"),
                                      trm_checkpoint=str(tmp_path / "trm"),
@@ -305,6 +346,9 @@ def test_bad_trajectory_settings_are_one_line(root, tmp_path, capsys):
     refused(["trm", "host", "--problems", str(root / "train.jsonl"), "--output_dir",
              str(tmp_path / "h"), "--slots", "2", "--max_steps", "1", "--device", "cpu"],
             ["--slots 2", "[3]"])
+    refused(["trm", "host", "--problems", str(root / "train.jsonl"), "--output_dir",
+             str(tmp_path / "h"), "--all_slots_fraction", "0.5", "--max_steps", "1"],
+            ["--all_slots_fraction", "--slots"])
     refused(["trm", "train", "--data", str(root / "pairs"), "--compressor_checkpoint",
              str(root / "comp" / "stage1b_best"), "--output_dir", str(tmp_path / "t"),
              "--use_halting", "--num_epochs", "1", "--device", "cpu"], ["--use_halting"])

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lantern.checkpoint import load_model, step_checkpoints
+from lantern.checkpoint import is_run_directory, load_model
 from lantern.cli.data import check_output_file
 from lantern.data.token_store import load_tokens
 from lantern.device import pick_device
 from lantern.errors import LanternError
+from lantern.evaluation.calibration import Calibration, plot_reliability
 from lantern.evaluation.heldout import Tally, progress_bar, score_windows, score_with_llamacpp
 from lantern.evaluation.windows import Window, rolling_windows
 from lantern.export.describe import gguf_summary
@@ -22,8 +23,6 @@ from lantern.export.llamacpp import LlamaCppModel
 from lantern.fileio import atomic_write_text
 from lantern.pretrained.load import load_pretrained, model_path
 from lantern.tokenizers import Tokenizer
-
-RUN_FILES = ("final_model.pt", "best_model.pt")
 
 
 def add_parser(subparsers) -> None:
@@ -48,6 +47,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--engine", choices=("llamacpp", "pytorch"),
                    help="for a .gguf: llama.cpp itself, or LANTERN's import of it [llamacpp]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [auto]")
+    p.add_argument("--calibration", metavar="PNG",
+                   help="also measure calibration: fit a temperature on every other window, and on "
+                   "the rest report the expected calibration error before and after it and the "
+                   "AUROC of 1 - top-1 probability and of entropy for a wrong top-1 token; "
+                   "the reliability diagram goes to PNG")
     p.add_argument("--output", help="also write the figures as JSON to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,20 +84,18 @@ def check_args(args: argparse.Namespace, gguf: bool) -> None:
                                "model at the depth it was written with)")
         if args.device != "auto":
             raise LanternError("--device applies to --engine pytorch; llama.cpp runs on the CPU here")
-    if args.overwrite and not args.output:
-        raise LanternError("--overwrite replaces an --output file; give --output too")
-
-
-def is_run(path: Path) -> bool:
-    return path.is_file() or any((path / name).is_file() for name in RUN_FILES) \
-        or bool(step_checkpoints(path))
+    if args.overwrite and not (args.output or args.calibration):
+        raise LanternError("--overwrite replaces an --output or --calibration file; give one")
+    if args.calibration and gguf and args.engine != "pytorch":
+        raise LanternError("--calibration needs every next-token distribution: use --engine pytorch "
+                           "for a .gguf (llama.cpp reports only the scored token's probability)")
 
 
 def load_scored_model(spec: str, device) -> tuple[Any, Tokenizer, dict]:
     """A LANTERN run or checkpoint, or a pretrained model (transformers directory, GGUF, known
     name) imported onto LANTERN's model; with the checkpoint dict where there is one."""
     path = Path(spec)
-    if path.exists() and is_run(path) and not is_gguf_file(path):
+    if (path.is_file() or is_run_directory(path)) and not is_gguf_file(path):
         return load_model(path, device=device)
     model, tokenizer = load_pretrained(spec)
     return model.to(device).eval(), tokenizer, {}
@@ -114,8 +116,9 @@ def score_file(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str
     gguf = is_gguf_file(spec)
     check_args(args, gguf)
     depths = parse_depths(args.depths)
-    if args.output:
-        check_output_file(args.output, args.overwrite)
+    for output in (args.output, args.calibration):
+        if output:
+            check_output_file(output, args.overwrite)
     data = Path(args.data)
     if not data.is_file() and not data.is_dir():
         raise LanternError(f"data file not found: {data}")
@@ -139,10 +142,19 @@ def score_file(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str
     tokens = load_tokens(data, tokenizer, quiet=args.quiet)[:args.max_tokens]
     plan = ScoringPlan(tokens, window_length(args, model.config.context_length),
                        first_known(tokenizer.bos_id, tokenizer.eos_id))
+    if args.calibration and len(plan.windows) < 2:
+        raise LanternError("--calibration needs at least two windows (one fits the temperature, "
+                           "one reports); give more text or a shorter --context")
+    calibrations = [Calibration() for _ in depths] if args.calibration else None
     bar = progress_bar(len(plan.windows), "window", args.quiet)
-    tallies = score_windows(model, plan.windows, depths, args.batch_size, device, bar.update)
+    tallies = score_windows(model, plan.windows, depths, args.batch_size, device, bar.update,
+                            calibrations)
     bar.close()
     labels = ["model" if d is None else f"depth {d}" for d in depths]
+    if calibrations is not None:
+        plot_reliability(dict(zip(labels, calibrations, strict=True)), args.calibration)
+        for tally, calibration in zip(tallies, calibrations, strict=True):
+            tally.extra = calibration.figures()
     return plan.describe(spec, data, "pytorch", tokenizer.decode), list(zip(labels, tallies, strict=True))
 
 
@@ -182,12 +194,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append(f"{row['label']:<10} {row['tokens']:>9,} {row['loss']:>8.4f} "
                      f"{row['perplexity']:>10.3f} {row['bits_per_byte']:>10.4f} {row['accuracy']:>9.4f}")
+    if rows and "ece" in rows[0]:
+        lines.append(f"\n{'':<10} {'ECE':>7} {'T':>6} {'ECE at T':>9} {'AUROC 1-top1':>13} "
+                     f"{'AUROC entropy':>14}   (wrong top-1 token; held-out half)")
+        for row in rows:
+            lines.append(f"{row['label']:<10} {row['ece']:>7.4f} {row['temperature']:>6.2f} "
+                         f"{row['ece_after_temperature']:>9.4f} {row['auroc_wrong_1_minus_top1']:>13.4f} "
+                         f"{row['auroc_wrong_entropy']:>14.4f}")
     return "\n".join(lines)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     info, tallies = score_file(args)
-    rows = [{"label": label, **tally.figures(info["bytes"])} for label, tally in tallies]
+    rows = [{"label": label, **tally.figures(info["bytes"]), **tally.extra} for label, tally in tallies]
     print(format_table(rows))
     if not info["first_token_scored"]:
         print("note: the tokenizer has no BOS or EOS token, so the first token is read, not scored",

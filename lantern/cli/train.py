@@ -51,8 +51,8 @@ def add_parser(subparsers) -> None:
                        help="re-inject each block's input at every recurrence [off]")
     model.add_argument("--init_from",
                        help="start from a pretrained model, with its weights and tokenizer: a "
-                       "GGUF file, a known name (lantern pull --list) or a transformers directory "
-                       "[random initial weights]")
+                       "GGUF file, a known name (lantern pull --list), a transformers directory or "
+                       "a LANTERN run / .pt checkpoint [random initial weights]")
     model.add_argument("--depth_schedule",
                        help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
                        "[the model's steps_per_block]")

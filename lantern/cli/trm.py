@@ -107,6 +107,8 @@ def add_parser(subparsers) -> None:
                               "separated by ';' in the thinking); 1 = the whole thinking [1]"),
                              ("no_think_fraction", float,
                               "share of rows also shown without thinking [0]"),
+                             ("all_slots_fraction", float, "share of mixed rows with every step "
+                              "in slots; the rest put the first j in 1..K there [0: j uniform]"),
                              ("val_fraction", float, "held-out share of the problems [0.05]"),
                              ("val_problems", str,
                               "held-out problems file for validation instead of a share [none]"),
@@ -191,6 +193,9 @@ def add_parser(subparsers) -> None:
                              ("beta2", float, "AdamW beta2 [0.99]"),
                              ("val_fraction", float, "[0.1]"), ("seed", int, "[0]")):
         t.add_argument(f"--{name}", type=kind, help=text)
+    t.add_argument("--core", choices=("attention", "mlp"),
+                   help="the network: a transformer encoder, or an MLP-mixer over the question's "
+                   "positions (TRM-MLP, for short fixed-length questions) [attention]")
     t.add_argument("--use_halting", action=BOOL,
                    help="train the halting head [on for one slot; a trajectory runs every step]")
     t.add_argument("--adaptive_halt_threshold", action=BOOL,
@@ -323,7 +328,7 @@ def run_train(args: argparse.Namespace) -> int:
     from lantern.trm.training import COMMAND, TRMTrainConfig, train_trm
 
     fixed = ("data", "compressor_checkpoint", "host", "batch_size", "weight_decay", "n_layers",
-             "n_heads", "d_hidden", "n_latent_steps", "n_deep_recursions", "n_supervision_steps",
+             "n_heads", "d_hidden", "core", "n_latent_steps", "n_deep_recursions", "n_supervision_steps",
              "per_step_updates", "use_ema", "ema_decay", "beta2", "val_fraction", "seed")
 
     def train() -> None:

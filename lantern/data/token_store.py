@@ -31,6 +31,7 @@ from lantern.fileio import atomic_write
 from lantern.tokenizers import Tokenizer
 from lantern.tokenizers.base import EOS
 
+CACHE_FORMAT = "2"  # cached ids from an earlier way of cutting text into pieces are not reused
 _PIECE_CHARS = 1 << 15  # pieces encoded in parallel by the Rust tokenizers
 _BLOCK_BYTES = 1 << 21  # text read per step (64 pieces); memory use is a small multiple of it
 SHARD_MAGIC = b"LNTNTOK1"
@@ -52,24 +53,20 @@ def is_token_file(path: str | Path) -> bool:
 
 
 def _cut(text: str, start: int, limit: int) -> int:
-    """Where to end the piece that begins at `start` and may reach `limit`: after a newline
-    that a non-space character follows, else after any newline, else before a space, else at
-    the limit."""
+    """Where to end the piece that begins at `start` and may reach `limit`, so that the pieces
+    encoded apart give the ids of the whole text under GPT-2's and Llama 3's splits: after a
+    newline with a non-space character on each side, else before a space with a non-space
+    character on each side, else at the limit. (After a run of newlines is not safe: GPT-2's
+    split reads "\n\n" before a word as "\n" + "\n", but as one "\n\n" at the end of a piece.)"""
     if limit >= len(text):
         return len(text)
-    end = limit
-    while True:
-        newline = text.rfind("\n", start, end)
-        if newline <= start:
-            break
-        if not text[newline + 1].isspace():
-            return newline + 1
-        end = newline
-    newline = text.rfind("\n", start, limit)
-    if newline > start:
-        return newline + 1
-    space = text.rfind(" ", start, limit)
-    return space if space > start else limit
+    for mark, after in (("\n", 1), (" ", 0)):
+        end = limit
+        while (at := text.rfind(mark, start + 1, end)) > start:
+            if not text[at - 1].isspace() and not text[at + 1].isspace():
+                return at + after
+            end = at
+    return limit
 
 
 def _pieces(text: str) -> Iterator[str]:
@@ -348,7 +345,7 @@ def load_tokens(path: str | Path, tokenizer: Tokenizer, quiet: bool = True) -> n
     check_text_file(path)
     stat = path.resolve().stat()
     key = hashlib.sha256("\0".join(
-        [tokenizer.to_json(), str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+        [CACHE_FORMAT, tokenizer.to_json(), str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
     ).encode()).hexdigest()[:32]
     dtype = token_dtype(tokenizer.vocab_size)
     cached = cache_dir() / f"{key}.{dtype.name}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from lantern.evaluation.calibration import Calibration
 from lantern.evaluation.windows import Window
 from lantern.export.llamacpp import LlamaCppModel
 
@@ -26,6 +27,7 @@ class Tally:
     nll: float = 0.0  # nats
     correct: int = 0
     tokens: int = 0
+    extra: dict[str, float | int] = field(default_factory=dict)  # e.g. calibration figures
 
     def add(self, nll: torch.Tensor, correct: torch.Tensor) -> None:
         self.nll += float(nll.double().sum())
@@ -42,23 +44,27 @@ class Tally:
 @torch.no_grad()
 def score_windows(model: nn.Module, windows: Sequence[Window], depths: Sequence[int | None],
                   batch_size: int, device: torch.device,
-                  progress: Callable[[int], None] = lambda n: None) -> list[Tally]:
-    """One Tally per depth (None: the model's own). Windows of one length share a batch."""
+                  progress: Callable[[int], None] = lambda n: None,
+                  calibrations: Sequence[Calibration] | None = None) -> list[Tally]:
+    """One Tally per depth (None: the model's own). Windows of one length share a batch. With
+    `calibrations` (one per depth), even-numbered windows fit a temperature, odd ones report."""
     tallies = [Tally() for _ in depths]
-    by_length: dict[int, list[Window]] = {}
-    for window in windows:
-        by_length.setdefault(len(window.inputs), []).append(window)
+    by_length: dict[int, list[tuple[int, Window]]] = {}
+    for number, window in enumerate(windows):
+        by_length.setdefault(len(window.inputs), []).append((number, window))
     for group in by_length.values():
         for start in range(0, len(group), batch_size):
             batch = group[start:start + batch_size]
-            x = torch.tensor([w.inputs for w in batch], device=device)
-            for depth, tally in zip(depths, tallies, strict=True):
+            x = torch.tensor([w.inputs for _, w in batch], device=device)
+            for d, (depth, tally) in enumerate(zip(depths, tallies, strict=True)):
                 logits = model(x, steps_per_block=depth)[0].float()
-                for row, window in enumerate(batch):
+                for row, (number, window) in enumerate(batch):
                     scored = logits[row, window.scored_from:]
                     target = torch.tensor(window.targets, device=device)
                     tally.add(F.cross_entropy(scored, target, reduction="none"),
                               scored.argmax(-1) == target)
+                    if calibrations is not None:
+                        calibrations[d].add(scored, target, fit=number % 2 == 0)
             progress(len(batch))
     return tallies
 

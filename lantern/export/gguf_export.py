@@ -22,6 +22,7 @@ from lantern.export.hf_export import gpt2_parts, llama_state_dict, norm_eps, pos
 from lantern.export.hf_tokenizer import char_vocabulary, special_tokens
 from lantern.export.output import write_file
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter, Tokenizer
+from lantern.tokenizers.gguf_vocab import pre_tokenizer_name
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 SPM_SPACE = "\u2581"  # SentencePiece's visible space: llama.cpp's SPM vocabularies store " " as this
@@ -148,7 +149,7 @@ def add_vocabulary(writer, tokenizer: Tokenizer) -> None:
         merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
         kinds = [types.CONTROL if t in specials else types.NORMAL for t in tokens]
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("gpt-2")
+        writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer.hf))
         writer.add_token_list(tokens)
         writer.add_token_merges(merges)
     else:
@@ -158,12 +159,13 @@ def add_vocabulary(writer, tokenizer: Tokenizer) -> None:
         )
     writer.add_token_types([int(k) for k in kinds])
     for role, token_id in (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id),
-                           ("pad", tokenizer.pad_id), ("unk", tokenizer.token_to_id("<unk>"))):
+                           ("eot", tokenizer.end_of_turn_id), ("pad", tokenizer.pad_id),
+                           ("unk", tokenizer.token_to_id("<unk>"))):
         if token_id is not None:
             getattr(writer, f"add_{role}_token_id")(token_id)
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(JINJA_TEMPLATE)
+    writer.add_chat_template(tokenizer.chat_template or JINJA_TEMPLATE)  # an imported model's own
 
 
 def add_hyperparameters(writer, model, plan: ExportPlan) -> None:

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from lantern.chat_template import JINJA_TEMPLATE
 from lantern.errors import LanternError
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter, Tokenizer
-from lantern.tokenizers.base import BOS, EOS, PAD, UNK
+from lantern.tokenizers.base import UNK
 
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 
@@ -61,11 +61,9 @@ def save_hf_tokenizer(tokenizer: Tokenizer, directory: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
     hf = to_hf_tokenizer(tokenizer)
-    named = {
-        f"{role}_token": token
-        for role, token in (("bos", BOS), ("eos", EOS), ("pad", PAD), ("unk", UNK))
-        if tokenizer.token_to_id(token) is not None
-    }
+    roles = (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id),
+             ("unk", tokenizer.token_to_id(UNK)))  # an imported vocabulary's own roles
+    named = {f"{role}_token": tokenizer.decode([i]) for role, i in roles if i is not None}
     fast = PreTrainedTokenizerFast(tokenizer_object=hf, **named)
-    fast.chat_template = JINJA_TEMPLATE
+    fast.chat_template = tokenizer.chat_template or JINJA_TEMPLATE
     fast.save_pretrained(str(directory))

@@ -1,11 +1,13 @@
-"""A pretrained model from what a user names: a known model name, a GGUF file or a local
-transformers directory. `--init_from` and `lantern convert` take any of the three."""
+"""A pretrained model from what a user names: a known model name, a GGUF file, a local
+transformers directory, or a LANTERN run or checkpoint. `--init_from` and `lantern convert`
+take any of them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from lantern.checkpoint import is_run_directory, load_model
 from lantern.errors import LanternError
 from lantern.pretrained.catalog import KNOWN_MODELS
 from lantern.pretrained.pull import pull
@@ -32,8 +34,12 @@ def model_path(spec: str) -> str:
 
 
 def load_pretrained(spec: str | Path) -> tuple[Any, Tokenizer]:
-    """(LANTERNModel in eval mode, Tokenizer) from a name, a .gguf file or a transformers directory."""
+    """(LANTERNModel in eval mode, Tokenizer) from a name, a .gguf file, a transformers directory
+    or a LANTERN run directory / .pt checkpoint."""
     path = resolve(spec)
+    if path.suffix == ".pt" or is_run_directory(path):
+        model, tokenizer, _ = load_model(path)
+        return model, tokenizer
     if path.is_dir():
         from lantern.export.hf_import import load_hf_checkpoint
 

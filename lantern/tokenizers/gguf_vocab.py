@@ -10,6 +10,7 @@ Anything else is refused by name: its ids would differ from llama.cpp's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,6 +52,20 @@ PRE_TOKENIZERS: dict[str, tuple[Callable[[], pre_tokenizers.PreTokenizer], bool]
     "llama-bpe": (llama3_split, True),
     "llama3": (llama3_split, True),
 }
+
+
+def pre_tokenizer_name(hf: HFTokenizer) -> str:
+    """The `tokenizer.ggml.pre` name of the split `hf` uses, for an export: llama.cpp must cut
+    text where the tokenizer does (SmolLM2's "smollm" writes every digit alone)."""
+    own = json.loads(hf.to_str())
+    for name, (split, ignore_merges) in PRE_TOKENIZERS.items():
+        probe = HFTokenizer(models.BPE())
+        probe.pre_tokenizer = split()
+        if (own["pre_tokenizer"] == json.loads(probe.to_str())["pre_tokenizer"]
+                and bool(own["model"].get("ignore_merges")) == ignore_merges):
+            return name
+    raise LanternError("llama.cpp has no pre-tokenizer that splits text as this BPE tokenizer does "
+                       f"(it knows {', '.join(PRE_TOKENIZERS)}); export with --format hf")
 
 
 def role_ids(fields: Mapping[str, Any]) -> dict[str, int]:

@@ -62,6 +62,7 @@ class HostTrainConfig:
     slots: int = 1
     detach_teacher_state: bool = False
     no_think_fraction: float = 0.0
+    all_slots_fraction: float = 0.0  # share of mixed rows with every step in slots (else j uniform)
     val_fraction: float | None = None  # None = 0.05 (unless val_problems is given)
     val_problems: str | None = None
     eval_interval: int = 250
@@ -94,6 +95,11 @@ class HostTrainConfig:
             require_positive(self, "save_interval")
         if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
             raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
+        if not 0 <= self.all_slots_fraction <= 1:
+            raise LanternError("--all_slots_fraction must be in [0, 1]")
+        if self.all_slots_fraction and self.slots == 1:
+            raise LanternError("--all_slots_fraction needs --slots above 1 (with one slot every "
+                               "mixed row has all its steps in slots)")
         if self.learning_rate <= 0 or self.latent_weight < 0:
             raise LanternError("--learning_rate must be positive and --latent_weight not negative")
 
@@ -203,6 +209,15 @@ def start_from(path: str, tokenizer, context: int, shape: dict, device: torch.de
     return host
 
 
+def steps_in_slots(rng: random.Random, slots: int, all_slots_fraction: float) -> int:
+    """How many leading steps one mixed row puts in slots: all K with probability
+    `all_slots_fraction` (the rows the skip-thinking answer looks like), else uniform over 1..K;
+    with a zero fraction the draws are exactly those of runs made before the option."""
+    if all_slots_fraction and rng.random() < all_slots_fraction:
+        return slots
+    return rng.randint(1, slots)
+
+
 class HostPhase:
     """Host training as a phase of the training loop: one step per batch of problems drawn
     with replacement, evaluated on held-out problems every `eval_interval` steps."""
@@ -221,7 +236,8 @@ class HostPhase:
         host.model.train()
         picks = [self.train_idx[rng.randrange(len(self.train_idx))] for _ in range(cfg.batch_size)]
         no_think = [rng.random() < cfg.no_think_fraction for _ in picks]
-        replaced = [rng.randint(1, cfg.slots) for _ in picks] if cfg.slots > 1 else None
+        replaced = ([steps_in_slots(rng, cfg.slots, cfg.all_slots_fraction) for _ in picks]
+                    if cfg.slots > 1 else None)
         with self.precision.autocast():
             loss, metrics = host_losses(host, [self.segments[i] for i in picks], no_think,
                                         cfg.latent_weight, device, cfg.detach_teacher_state,

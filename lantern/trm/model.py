@@ -15,6 +15,10 @@ Along a trajectory of K latent slots (one per reasoning step of the host's think
 supervision steps are split into K equal groups: group k predicts slot k (its own output slice,
 and optionally the digits of step k's intermediate result through a digit head), and a learned
 step embedding tells the shared network which step it is on. K = 1 is the single-state TRM.
+
+The network is a pre-norm transformer encoder, or (`core="mlp"`, the paper's TRM-MLP for short
+fixed contexts) an MLP-mixer: a token-mixing MLP across the positions, then a channel MLP.
+The mixer sees every input padded to `max_length` positions, with the reasoning token always last.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class TRMConfig:
     d_hidden: int | None = None  # the width the network works in (None: d_model, no projections)
     num_slots: int = 1  # K states predicted along the trajectory, one per group of N / K steps
     result_digits: int = 0  # R: digits per intermediate result the digit head reads (0: no head)
+    core: str = "attention"  # "attention" (a transformer encoder) or "mlp" (an MLP-mixer)
+    max_length: int = 0  # the longest input the MLP-mixer reads (its positions are fixed)
 
     @property
     def width(self) -> int:
@@ -53,6 +59,10 @@ class TRMConfig:
         if self.width % self.n_heads:
             raise LanternError(f"the TRM width {self.width} is not divisible by --n_heads {self.n_heads}")
         require_positive(self, "num_slots")
+        if self.core not in ("attention", "mlp"):
+            raise LanternError(f"--core must be attention or mlp (got {self.core!r})")
+        if self.core == "mlp" and self.max_length <= 0:
+            raise LanternError("the MLP-mixer core needs the inputs' longest length (max_length)")
         if self.n_supervision_steps % self.num_slots:
             raise LanternError(f"--n_supervision_steps {self.n_supervision_steps} must be a multiple "
                                f"of the {self.num_slots} latent slots (an equal group of steps per slot)")
@@ -83,15 +93,52 @@ class Trajectory:
     carry: Carry  # after the last step run
 
 
+class MixerLayer(nn.Module):
+    """One MLP-mixer layer (pre-norm): positions exchange information through an MLP along the
+    sequence axis, then each position through a channel MLP. Padded positions are zeroed before
+    the token mixing, so they carry nothing into the others."""
+
+    def __init__(self, length: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.token_norm, self.channel_norm = nn.RMSNorm(width), nn.RMSNorm(width)
+        self.token_mlp = nn.Sequential(nn.Linear(length, 4 * length), nn.GELU(),
+                                       nn.Linear(4 * length, length))
+        self.channel_mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout),
+                                         nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        h = self.token_norm(x).masked_fill(padding[..., None], 0.0)
+        x = x + self.token_mlp(h.transpose(1, 2)).transpose(1, 2)
+        return x + self.channel_mlp(self.channel_norm(x))
+
+
+class Mixer(nn.Module):
+    """Mixer layers and a final norm, called as the transformer encoder is."""
+
+    def __init__(self, length: int, width: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MixerLayer(length, width, dropout) for _ in range(layers))
+        self.norm = nn.RMSNorm(width)
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask)
+        return self.norm(x)
+
+
 class SequenceTRM(nn.Module):
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d, width = cfg.d_model, cfg.width
-        layer = nn.TransformerEncoderLayer(width, cfg.n_heads, dim_feedforward=4 * width, dropout=cfg.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.net = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.RMSNorm(width),
-                                         enable_nested_tensor=False)
+        if cfg.core == "mlp":
+            self.net = Mixer(cfg.max_length + 1, width, cfg.n_layers, cfg.dropout)
+        else:
+            layer = nn.TransformerEncoderLayer(width, cfg.n_heads, dim_feedforward=4 * width,
+                                               dropout=cfg.dropout, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.net = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.RMSNorm(width),
+                                             enable_nested_tensor=False)
         self.input_norm = nn.RMSNorm(d)
         self.input_proj = nn.Linear(d, width) if width != d else nn.Identity()
         self.reasoning_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
@@ -106,7 +153,15 @@ class SequenceTRM(nn.Module):
             self.digit_head = nn.Linear(width, cfg.num_slots * cfg.result_digits * 10)
 
     def start(self, x: torch.Tensor, padding: torch.Tensor) -> Carry:
-        """x (B, L, D') and its padding mask (B, L) -> the initial carry."""
+        """x (B, L, D') and its padding mask (B, L) -> the initial carry (the mixer's inputs
+        padded to its fixed length)."""
+        if self.cfg.core == "mlp":
+            extra = self.cfg.max_length - x.shape[1]
+            if extra < 0:
+                raise LanternError(f"an input of {x.shape[1]} positions is longer than the "
+                                   f"{self.cfg.max_length} the MLP-mixer TRM was built for")
+            x = F.pad(x, (0, 0, 0, extra))
+            padding = F.pad(padding, (0, extra), value=True)
         batch, length, _ = x.shape
         padding = torch.cat([padding, padding.new_zeros(batch, 1)], dim=1)
         y = self.y_init.expand(batch, length + 1, self.cfg.width).contiguous()

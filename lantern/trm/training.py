@@ -65,6 +65,7 @@ class TRMTrainConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_hidden: int | None = None
+    core: str = "attention"  # or "mlp": an MLP-mixer over the (fixed-length) question
     n_latent_steps: int = 6
     n_deep_recursions: int = 3
     n_supervision_steps: int = 8
@@ -339,7 +340,8 @@ class TRMTrainer:
         digits = self.data.digits.shape[-1] if cfg.digit_loss_weight else 0
         trm_cfg = TRMConfig(comp.d_compressed, cfg.n_layers, cfg.n_heads, cfg.n_latent_steps,
                             cfg.n_deep_recursions, cfg.n_supervision_steps, d_hidden=cfg.d_hidden,
-                            num_slots=pairs.num_slots, result_digits=digits)
+                            num_slots=pairs.num_slots, result_digits=digits, core=cfg.core,
+                            max_length=max(len(x) for x in self.data.x) if cfg.core == "mlp" else 0)
         model = SequenceTRM(trm_cfg)
         with torch.no_grad():  # start at the mean predictor; learn what differs from it
             model.output.bias.copy_(self.data.target[self.data.train].mean(dim=0).flatten())
