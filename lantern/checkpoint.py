@@ -79,10 +79,13 @@ def latest_checkpoint(directory: str | Path) -> Path:
     return found[-1][1]
 
 
+RUN_MODEL_FILES = ("final_model.pt", "best_model.pt")  # what a run directory is read from, in order
+
+
 def is_run_directory(path: str | Path) -> bool:
     """A directory holding a LANTERN model: a final or best model, or a step checkpoint."""
     path = Path(path)
-    return path.is_dir() and (any((path / name).is_file() for name in ("final_model.pt", "best_model.pt"))
+    return path.is_dir() and (any((path / name).is_file() for name in RUN_MODEL_FILES)
                               or bool(step_checkpoints(path)))
 
 
@@ -90,7 +93,7 @@ def model_file(path: str | Path) -> Path:
     """A checkpoint file, or the best file to generate from in a run directory."""
     path = Path(path)
     if path.is_dir():
-        for name in ("final_model.pt", "best_model.pt"):
+        for name in RUN_MODEL_FILES:
             if (path / name).is_file():
                 return path / name
         if not step_checkpoints(path):

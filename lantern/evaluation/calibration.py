@@ -17,20 +17,23 @@ import torch
 import torch.nn.functional as F
 
 TEMPERATURES = torch.exp(torch.linspace(math.log(0.25), math.log(4.0), 49))  # ratio ~1.06
+AS_TRAINED = int((TEMPERATURES - 1.0).abs().argmin())  # the grid's T = 1
 BINS = 15
+
+
+def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor,
+                     bins: int = BINS) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, tokens) of each non-empty equal-width confidence bin."""
+    index = (confidence * bins).long().clamp(max=bins - 1)
+    return [(confidence[index == b].double().mean().item(), correct[index == b].double().mean().item(),
+             int((index == b).sum())) for b in range(bins) if (index == b).any()]
 
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
                                bins: int = BINS) -> float:
     """Sum over equal-width confidence bins of |accuracy - mean confidence| x the bin's share."""
-    index = (confidence * bins).long().clamp(max=bins - 1)
-    error = 0.0
-    for b in range(bins):
-        members = index == b
-        if members.any():
-            gap = correct[members].double().mean() - confidence[members].double().mean()
-            error += abs(gap.item()) * members.sum().item()
-    return error / max(1, len(confidence))
+    return sum(abs(accuracy - mean) * count for mean, accuracy, count
+               in reliability_bins(confidence, correct, bins)) / max(1, len(confidence))
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
@@ -68,28 +71,27 @@ class Calibration:
         logp = F.log_softmax(logits, dim=-1)
         self.entropy.append(-(logp.exp() * logp).sum(-1).cpu())
 
+    def column(self, after_temperature: bool) -> int:
+        """The grid column of the fitted temperature, or of T = 1."""
+        return int(self.fit_nll.argmin()) if after_temperature else AS_TRAINED
+
     def figures(self) -> dict[str, float | int]:
         if not self.fit_tokens or not self.top1:
             return {}
-        best = int(self.fit_nll.argmin())
-        one = int((TEMPERATURES - 1.0).abs().argmin())
+        best = self.column(after_temperature=True)
         top1, correct = torch.cat(self.top1), torch.cat(self.correct)
         wrong = ~correct
         return {"calibration_tokens": len(correct), "temperature_fit_tokens": self.fit_tokens,
                 "temperature": float(TEMPERATURES[best]),
-                "ece": expected_calibration_error(top1[:, one], correct),
+                "ece": expected_calibration_error(top1[:, AS_TRAINED], correct),
                 "ece_after_temperature": expected_calibration_error(top1[:, best], correct),
-                "auroc_wrong_1_minus_top1": auroc(1.0 - top1[:, one], wrong),
+                "auroc_wrong_1_minus_top1": auroc(1.0 - top1[:, AS_TRAINED], wrong),
                 "auroc_wrong_entropy": auroc(torch.cat(self.entropy), wrong)}
 
     def reliability_points(self, after_temperature: bool) -> list[tuple[float, float, int]]:
         """(mean confidence, accuracy, tokens) per non-empty bin, for the diagram."""
-        column = int(self.fit_nll.argmin()) if after_temperature else int(
-            (TEMPERATURES - 1.0).abs().argmin())
-        confidence, correct = torch.cat(self.top1)[:, column], torch.cat(self.correct)
-        index = (confidence * BINS).long().clamp(max=BINS - 1)
-        return [(confidence[index == b].mean().item(), correct[index == b].double().mean().item(),
-                 int((index == b).sum())) for b in range(BINS) if (index == b).any()]
+        return reliability_bins(torch.cat(self.top1)[:, self.column(after_temperature)],
+                                torch.cat(self.correct))
 
 
 def plot_reliability(curves: dict[str, Calibration], path: str | Path) -> None:
@@ -100,11 +102,12 @@ def plot_reliability(curves: dict[str, Calibration], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    report = {label: calibration.figures() for label, calibration in curves.items()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     for ax, after in zip(axes, (False, True), strict=True):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         for label, calibration in curves.items():
-            figures = calibration.figures()
+            figures = report[label]
             points = calibration.reliability_points(after)
             ece = figures["ece_after_temperature" if after else "ece"]
             name = f"{label}: ECE {ece:.3f}" + (f", T {figures['temperature']:.2f}" if after else "")
