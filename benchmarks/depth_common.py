@@ -45,6 +45,17 @@ def trained_model(name: str, steps: int = 500, **overrides) -> tuple[LANTERNMode
     return load_model(final)[0].eval(), cfg
 
 
+RECIPE = dict(num_blocks=3, prelude_blocks=1, coda_blocks=1, depth_schedule="poisson:4")
+RECIPE_NAME = "story_recipe"
+
+
+def recipe_model(steps: int = 500) -> tuple[LANTERNModel, TrainConfig, dict]:
+    """The depth-extrapolation recipe on the story corpus (shared by the depth benchmarks),
+    with its checkpoint dict (which holds the fitted adaptive thresholds)."""
+    model, cfg = trained_model(RECIPE_NAME, steps, **RECIPE)
+    return model, cfg, load_model(Path(cfg.output_dir) / "final_model.pt")[2]
+
+
 def held_out_windows(cfg: TrainConfig, model: LANTERNModel, count: int) -> list[tuple]:
     """`count` batches of 16 held-out windows (the run's own validation split)."""
     _, tokenizer, _ = load_model(Path(cfg.output_dir) / "final_model.pt")

@@ -25,7 +25,7 @@ import torch
 
 from lantern.checkpoint import load_model
 from lantern.export.gguf_export import export_gguf
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 
 OUTTYPES = ("f32", "f16", "q8_0", "q4_0")
 

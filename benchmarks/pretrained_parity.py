@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.pretrained import load_pretrained, resolve
 
 TEXTS = ["What is 12 times 3? In 2024, 1,234,567 people.", "  leading spaces\n\n\ttabs  and   runs   ",

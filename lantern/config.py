@@ -24,6 +24,9 @@ class LANTERNConfig:
 
     `num_blocks` unique blocks are each applied `steps_per_block` times in a row with the same
     weights, so depth can grow without adding parameters (1 step = an ordinary transformer).
+    The first `prelude_blocks` and last `coda_blocks` of them run once whatever the depth
+    (Geiping et al. 2025): the recurrent blocks between refine a state that neither has to be
+    read from the embeddings nor be read out as logits at every depth.
     """
 
     vocab_size: int = 256
@@ -41,10 +44,13 @@ class LANTERNConfig:
     norm_eps: float | None = None  # None = 1e-6 for RMSNorm, 1e-5 for LayerNorm (what older runs used)
     dropout: float = 0.0
     bias: bool = True
+    qkv_bias: bool = False  # a bias on the query/key/value projection even without `bias` (Qwen2)
     tie_embeddings: bool = True
     attention_window: int | None = None  # None = full causal attention
     attention_sink: int = 0  # first positions every query may see, beyond its window
     reinject_input: bool = False  # add a gated copy of a block's input before each re-application
+    prelude_blocks: int = 0  # first blocks, run once per call
+    coda_blocks: int = 0  # last blocks, run once per call
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -61,6 +67,21 @@ class LANTERNConfig:
     @property
     def ffn_size(self) -> int:
         return self.mlp_hidden_size or 4 * self.hidden_size
+
+    def recurrent(self, block: int) -> bool:
+        return self.prelude_blocks <= block < self.num_blocks - self.coda_blocks
+
+    def block_steps(self, block: int, steps: int) -> int:
+        """Applications of `block` in a call at `steps` steps per recurrent block."""
+        return steps if self.recurrent(block) else 1
+
+    def first_layer(self, block: int, steps: int) -> int:
+        """Index of `block`'s first application among a call's unrolled layers."""
+        return sum(self.block_steps(b, steps) for b in range(block))
+
+    def num_layers(self, steps: int | None = None) -> int:
+        """Block applications (unrolled layers) of a call at `steps` [steps_per_block]."""
+        return self.first_layer(self.num_blocks, steps or self.steps_per_block)
 
     def validate(self) -> None:
         """Reject shapes that cannot be built, with a message a user can act on."""
@@ -79,6 +100,12 @@ class LANTERNConfig:
             ),
             (self.num_blocks > 0, f"num_blocks must be positive (got {self.num_blocks})"),
             (self.steps_per_block > 0, f"steps_per_block must be positive (got {self.steps_per_block})"),
+            (
+                self.prelude_blocks >= 0 and self.coda_blocks >= 0
+                and self.prelude_blocks + self.coda_blocks < self.num_blocks,
+                f"prelude_blocks {self.prelude_blocks} + coda_blocks {self.coda_blocks} must leave "
+                f"at least one of the {self.num_blocks} blocks to recur",
+            ),
             (self.mlp in MLP_TYPES, f"mlp must be one of {MLP_TYPES} (got {self.mlp!r})"),
             (self.norm in NORM_TYPES, f"norm must be one of {NORM_TYPES} (got {self.norm!r})"),
             (
@@ -119,7 +146,7 @@ class LANTERNConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# Named shapes. Seed 000's `small`/`base` are LANTERN's recursive presets; the GPT-style sizes
+# Named shapes. `small`/`base` are LANTERN's recursive presets; the GPT-style sizes
 # of the FluxParser and NumPy guides are named by width (`gpt-64` ... `gpt-512`), and the LAi
 # guide's sizes carry its name (`lai-tiny`, `lai-mini`, `lai-small`). `nano` is nanoGPT's small
 # character-level CPU configuration. `vocab_size` always comes from the tokenizer.
@@ -148,16 +175,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    "small": "LANTERN small: 1 block x 4 recursive steps, width 256, 4 heads (seed 000)",
-    "base": "LANTERN base: 2 blocks x 4 recursive steps, width 512, 8 heads (seed 000)",
+    "small": "LANTERN small: 1 block x 4 recursive steps, width 256, 4 heads",
+    "base": "LANTERN base: 2 blocks x 4 recursive steps, width 512, 8 heads",
     "nano": "nanoGPT character CPU size: 4 layers, width 128, 4 heads, context 64",
-    "gpt-64": "GPT tiny: 2 layers, width 64, 2 heads, ff 256 (seeds 001/004)",
-    "gpt-128": "GPT small: 2 layers, width 128, 4 heads, ff 512 (seeds 001/004)",
-    "gpt-256": "GPT medium: 4 layers, width 256, 8 heads, ff 1024 (seeds 001/004)",
-    "gpt-512": "GPT large: 6 layers, width 512, 16 heads, ff 2048 (seeds 001/004)",
-    "lai-tiny": "LAi tiny: 8 layers, width 384, 6 heads, context 512 (seed 002)",
-    "lai-mini": "LAi mini: 12 layers, width 512, 8 heads, context 1024 (seed 002)",
-    "lai-small": "LAi small: 16 layers, width 768, 12 heads, context 2048 (seed 002)",
+    "gpt-64": "GPT tiny: 2 layers, width 64, 2 heads, ff 256",
+    "gpt-128": "GPT small: 2 layers, width 128, 4 heads, ff 512",
+    "gpt-256": "GPT medium: 4 layers, width 256, 8 heads, ff 1024",
+    "gpt-512": "GPT large: 6 layers, width 512, 16 heads, ff 2048",
+    "lai-tiny": "LAi tiny: 8 layers, width 384, 6 heads, context 512",
+    "lai-mini": "LAi mini: 12 layers, width 512, 8 heads, context 1024",
+    "lai-small": "LAi small: 16 layers, width 768, 12 heads, context 2048",
 }
 
 

@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -173,3 +173,23 @@ def atomic_replace_directory(tmp: str | Path, path: str | Path) -> None:
         raise LanternError(f"cannot replace {path}: {exc.strerror or exc}") from None
     fsync_directory(path.parent)
     remove_stale_leftovers(path.parent, glob.escape(path.name))
+
+
+def json_lines(path: str | Path, what: str, accept: Callable[[object], bool]) -> Iterator[object]:
+    """The values of a JSON-lines file, blank lines skipped; a line that is not JSON, or that
+    `accept` refuses, stops with `path:line: not what` (`what` says what each line should be)."""
+    path = Path(path)
+    with path.open("r", encoding="utf-8", errors="strict") as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError:
+                    value = None
+                if value is None or not accept(value):
+                    raise LanternError(f"{path}:{number}: not {what}")
+                yield value
+        except UnicodeDecodeError:
+            raise LanternError(f"{path} is not a JSONL text file") from None

@@ -10,7 +10,7 @@ from lantern.errors import LanternError
 from lantern.models.attention import blocked_window_attention, window_allows
 from lantern.models.lantern_model import LANTERNModel
 from lantern.training.depth import DepthSchedule
-from lantern.training.pause import IGNORE_INDEX, insert_pause_tokens
+from lantern.training.pause import IGNORE_INDEX, insert_pause_tokens, insert_pauses_after
 from lantern.training.trainer import TrainConfig, train
 from tests.conftest import tiny_config
 
@@ -91,6 +91,39 @@ def test_cache_built_deeper_serves_shallower_calls_and_fills_skipped_layers():
         model(x, steps_per_block=4, cache=cache)
 
 
+def test_prelude_and_coda_blocks_run_once_around_the_recursion():
+    torch.manual_seed(0)
+    config = tiny_config(num_blocks=3, prelude_blocks=1, coda_blocks=1, steps_per_block=3,
+                         position="rope")
+    model = LANTERNModel(config).eval()
+    x = torch.randint(0, 40, (2, 10))
+    t = model.transformer
+    for depth in (1, 2, 5):
+        # Written out: prelude once, the middle block `depth` times, coda once.
+        ctx = t.prepare(10, None, None, x.device, depth)
+        h = t.blocks[0](model.embed(x, torch.arange(10)[None]), rope=ctx.rope)
+        for _ in range(depth):
+            h = t.blocks[1](h, rope=ctx.rope)
+        expected = model.head(t.norm(t.blocks[2](h, rope=ctx.rope)))
+        assert torch.allclose(model(x, steps_per_block=depth)[0], expected, atol=1e-5)
+    assert config.num_layers(4) == 6 and config.first_layer(2, 4) == 5
+    with pytest.raises(LanternError, match="at least one of the 3 blocks"):
+        tiny_config(num_blocks=3, prelude_blocks=2, coda_blocks=1)
+
+
+def test_prelude_and_coda_models_decode_with_the_cache_as_without():
+    torch.manual_seed(0)
+    model = LANTERNModel(tiny_config(num_blocks=3, prelude_blocks=1, coda_blocks=1,
+                                     steps_per_block=3, position="rope")).eval()
+    x = torch.randint(0, 40, (2, 12))
+    for depth in (1, 3):
+        full, _ = model(x, steps_per_block=depth)
+        cache = model.new_cache(2, 16, 3)
+        outs = [model(x[:, :5], steps_per_block=depth, cache=cache)[0]]
+        outs += [model(x[:, i:i + 1], steps_per_block=depth, cache=cache)[0] for i in range(5, 12)]
+        assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+
+
 def test_input_reinjection_has_a_trained_gate():
     model = LANTERNModel(tiny_config(num_blocks=1, steps_per_block=3, reinject_input=True))
     x = torch.randint(0, 40, (2, 10))
@@ -127,6 +160,43 @@ def test_pause_tokens_are_inserted_with_ignored_targets():
         thinks = (x[row] == 4).nonzero().flatten()
         assert all(y[row, i - 1] == IGNORE_INDEX for i in thinks if i > 0)
     assert (x == 4).sum() >= 6
+
+
+def test_pauses_after_a_marker_precede_what_followed_it():
+    marker, think = 7, 4
+    seq = torch.tensor([[10, 7, 11, 12, 7, 13, 14, 15, 16]])
+    x, y = insert_pauses_after(seq[:, :-1], seq[:, 1:], think, marker, count=2)
+    # Written out by hand: two THINK after each marker, the window cut to its length.
+    assert x.tolist() == [[10, 7, 4, 4, 11, 12, 7, 4]]
+    assert y.tolist() == [[7, -100, -100, 11, 12, 7, -100, -100]]
+    none = torch.tensor([[10, 11, 12, 13]])
+    assert torch.equal(insert_pauses_after(none[:, :-1], none[:, 1:], think, marker, 2)[0],
+                       none[:, :-1])
+
+
+def test_truncated_backprop_keeps_values_and_drops_early_gradients():
+    torch.manual_seed(0)
+    model = LANTERNModel(tiny_config(num_blocks=1, steps_per_block=4, reinject_input=True))
+    with torch.no_grad():
+        model.transformer.reinject_gate.fill_(0.3)
+    x = torch.randint(0, 40, (2, 10))
+    full, full_loss = model(x, x)
+    cut, cut_loss = model(x, x, backprop_steps=1)
+    assert torch.equal(full, cut)  # the forward pass is the same
+    gate = model.transformer.reinject_gate
+    (full_grad,) = torch.autograd.grad(full_loss, gate)
+    (cut_grad,) = torch.autograd.grad(cut_loss, gate)
+    # Reference, written out: three steps without a graph, the last one with it.
+    t = model.transformer
+    h = model.embed(x, torch.arange(10)[None])
+    ctx = t.prepare(10, None, None, x.device, 4)
+    with torch.no_grad():
+        state = t.apply_steps(h, h, 0, 0, 3, ctx)
+    logits = model.head(t.norm(t.apply_steps(state, h, 0, 3, 4, ctx)))
+    loss = F.cross_entropy(logits.view(-1, 40), x.reshape(-1))
+    (reference_grad,) = torch.autograd.grad(loss, gate)
+    assert torch.allclose(cut_grad, reference_grad, atol=1e-6)
+    assert not torch.allclose(cut_grad, full_grad, atol=1e-4)
 
 
 def test_training_with_depth_schedule_and_pause_tokens(tmp_path):

@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerFast
 
 from lantern.checkpoint import load_model
 from lantern.cli.main import main
-from lantern.export.gguf_generate import LlamaCppEngine
 from lantern.export.gguf_import import load_gguf
+from lantern.generation.backends.gguf import LlamaCppEngine
 from lantern.generation.engine import TorchEngine
 from lantern.generation.interactive import InteractiveSession
 from lantern.generation.settings import GenerationConfig

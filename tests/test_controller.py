@@ -55,7 +55,7 @@ def test_seed_snippet_runs_verbatim():
         recur_fn=lambda h, steps_max: model.transformer(h, steps_per_block=steps_max),
     )
     result = controller.generate(torch.tensor([[5, 6, 7]]))
-    assert result.sequences.shape[0] == 1 and 1 <= len(result.new_tokens[0]) <= 10
+    assert result.sequences.shape[0] == 1 and 1 <= len(result.visible_tokens(0, THINK)) <= 10
     entry = result.trace[0][0]
     assert entry.depth in (1, 2, 3) and entry.applications >= entry.depth
     assert entry.uncertainty >= entry.entropy >= 0
@@ -78,8 +78,9 @@ def test_signals():
     assert mutual_information(agree).item() < 1e-6 < mutual_information(disagree).item()
 
 
-def test_cached_generation_equals_uncached_recomputation():
-    model = recursive_model()
+@pytest.mark.parametrize("shape", [{}, {"num_blocks": 3, "prelude_blocks": 1, "coda_blocks": 1}])
+def test_cached_generation_equals_uncached_recomputation(shape):
+    model = recursive_model(**shape)
     controller = make_controller(model, min_steps=3)
     prompt = torch.tensor([[5, 6, 7, 8]])
     result = controller.generate(prompt)
@@ -249,9 +250,11 @@ def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
     config = tiny_config(vocab_size=tokenizer.vocab_size, num_blocks=1, steps_per_block=2,
                          position="rope", dropout=0.1)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "model.pt", {
-        "model_state_dict": LANTERNModel(config).state_dict(), "config": config.to_dict(),
-        "tokenizer": tokenizer.to_json(), "step": 1})
+    weights = LANTERNModel(config).state_dict()
+    for name, loop in (("model.pt", {"pause_tokens": 2}), ("no_pauses.pt", {"pause_tokens": 0})):
+        save_checkpoint(tmp_path / name, {
+            "model_state_dict": weights, "config": config.to_dict(),
+            "tokenizer": tokenizer.to_json(), "step": 1, "train_config": {"loop": loop}})
     out_file = tmp_path / "samples.jsonl"
     argv = ["generate", "--checkpoint", str(tmp_path / "model.pt"), "--prompt", "Once",
             "--max_new_tokens", "8", "--seed", "1", "--adaptive", "--tau_low", "0", "--tau_mid",
@@ -269,6 +272,12 @@ def test_generate_adaptive_on_the_command_line(tmp_path, capsys):
     assert "lantern: error: thresholds" in capsys.readouterr().err
     assert main(argv + ["--num_beams", "2"]) == 1
     assert "has no effect with --num_beams" in capsys.readouterr().err
+    # A model never trained with pause tokens emits no THINK, and a THINK threshold is refused.
+    no_pauses = [str(tmp_path / "no_pauses.pt") if a.endswith("model.pt") else a for a in argv]
+    assert main(no_pauses) == 1
+    assert "tau_high: this model was not trained with THINK" in capsys.readouterr().err
+    assert main(no_pauses[:-3] + ["--trace"]) == 0
+    assert ", 0 THINK," in capsys.readouterr().err
 
 
 def test_shallow_tokens_leave_no_empty_cache_layer():
@@ -286,3 +295,65 @@ def test_shallow_tokens_leave_no_empty_cache_layer():
     keys, length = seen[-1]
     filled = keys[:, :, :, :length].abs().sum(dim=(1, 2, 4))  # (layers, positions)
     assert keys.shape[0] == 6 and (filled > 0).all()
+
+
+@pytest.mark.parametrize("shape", [{}, {"num_blocks": 3, "prelude_blocks": 1, "coda_blocks": 1}])
+def test_convergence_exit_stops_where_the_distribution_stops_moving(shape):
+    model = recursive_model(steps_per_block=6, dropout=0.0, **shape)
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    seen = set()
+    for threshold in (1e9, 1e-3, 2e-4, 1e-6):
+        controller = make_controller(model, exit_kl=threshold, max_steps=6, mc_samples=0)
+        result = controller.generate(prompt)
+        ids = prompt
+        for i, trace in enumerate(result.trace[0]):
+            # Reference: uncached recomputation at every depth, the first depth whose
+            # distribution moved by at most the threshold from the one before (the first
+            # token comes from the prompt's prefill, at full depth).
+            probs = [controller.reference_probs(ids, k) for k in range(1, 7)]
+            kls = [float((q * (q.log() - p.log())).sum()) for p, q in zip(probs, probs[1:], strict=False)]
+            expected = next((k + 2 for k, kl in enumerate(kls) if kl <= threshold), 6)
+            assert trace.depth == (expected if i else 6)
+            seen.add(trace.depth)
+            ids = torch.cat([ids, torch.tensor([[trace.token]])], dim=1)
+    assert len(seen) >= 3  # the thresholds above lead to different depths on this model
+    with pytest.raises(LanternError, match="exit_kl"):
+        UncertaintyController(exit_kl=-1.0)
+
+
+def test_the_token_budget_counts_visible_tokens_and_think_apart():
+    model = recursive_model()
+    controller = make_controller(model, (-1, -1, -1), max_think_tokens=2)  # THINK wherever it can
+    result = controller.generate(torch.tensor([[5, 6]]))
+    tokens = result.new_tokens[0]
+    assert len(result.visible_tokens(0, THINK)) == 8  # max_new_tokens
+    assert tokens.count(THINK) >= 4 and len(tokens) == 8 + tokens.count(THINK)
+
+
+def test_fitted_thresholds_send_a_fifth_of_held_out_tokens_deeper(tmp_path):
+    from lantern.checkpoint import load_model
+    from lantern.controller.thresholds import DEEPER, adaptive_defaults
+    from lantern.data.batches import eval_windows
+    from lantern.training.trainer import TrainConfig, prepare_data, train
+
+    cfg = TrainConfig(config="gpt-64", num_blocks=1, steps_per_block=3, max_steps=40,
+                      batch_size=8, seq_length=32, corpus_chars=20_000, learning_rate=3e-3,
+                      eval_interval=40, eval_batches=2, save_interval=40, num_samples=0,
+                      output_dir=str(tmp_path / "run"))
+    train(cfg, quiet=True)
+    model, tokenizer, state = load_model(tmp_path / "run")
+    defaults = adaptive_defaults(state)
+    assert defaults.fitted and not defaults.think and defaults.tau_high == INF
+    assert state["adaptive"]["tau_high"] is None  # plain data in the checkpoint
+    # The same held-out windows, scored token by token through the cached controller.
+    windows = eval_windows(prepare_data(cfg, tokenizer).val_tokens, 32, 8, 2)
+    uc = UncertaintyController(defaults.tau_low, INF, INF, mc_samples=0)
+    controller = GenerationController(model, uncertainty_controller=uc,
+                                      config=GenerationConfig(temperature=0.0))
+    deeper = total = 0
+    for x, y in windows:
+        for row in torch.cat([x, y[:, -1:]], dim=1)[:, None]:  # one row at a time: a batch
+            trace = controller.generate(row[:, :1], targets=row[:, 1:]).trace[0]  # goes together
+            deeper += sum(t.depth > 1 for t in trace[1:])  # the first token runs at full depth
+            total += len(trace) - 1
+    assert abs(deeper / total - DEEPER) < 0.05

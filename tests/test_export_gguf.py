@@ -12,7 +12,7 @@ from conftest import perturbed_model as tiny_model
 from lantern.cli.main import main
 from lantern.errors import LanternError
 from lantern.export.gguf_export import export_gguf
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.generation.settings import GenerationConfig
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter
 from tests.conftest import save_run
@@ -23,6 +23,7 @@ LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 ARCHS = {
     "llama-gqa-recursive": LLAMA | dict(num_kv_heads=2, steps_per_block=2),
     "llama-bias-untied": LLAMA | dict(bias=True, tie_embeddings=False),
+    "qwen2-gqa": LLAMA | dict(qkv_bias=True, num_kv_heads=2),
     "gpt2-learned": dict(position="learned"),
     "gpt2-sinusoidal-gqa-nobias": dict(position="sinusoidal", bias=False, num_kv_heads=2,
                                        tie_embeddings=False),
@@ -84,10 +85,10 @@ def test_f16_and_quantized_files_load_and_stay_close(char_tok, tmp_path):
 
 def test_wrong_rope_layout_would_be_caught(char_tok, tmp_path, monkeypatch):
     """Without llama.cpp's query/key permutation the log-probabilities are far off."""
-    from lantern.export import gguf_export
+    from lantern.export.arches import llama
 
     model = tiny_model(char_tok, **LLAMA)
-    monkeypatch.setattr(gguf_export, "rope_permute", lambda w, heads: w)
+    monkeypatch.setattr(llama, "rope_permute", lambda w, heads: w)
     export_gguf(model, char_tok, tmp_path / "m.gguf", "f32")
     with LlamaCppModel(tmp_path / "m.gguf", exact=True) as gguf:
         assert worst_logprob_gap(model, gguf, [char_tok.encode("Once upon a time")]) > 1e-2

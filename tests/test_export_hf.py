@@ -1,6 +1,6 @@
 """Export to transformers and import back: the same function in LANTERN and in transformers.
 
-Every check compares LANTERN with transformers' own Llama/Mistral/GPT-2 code on the same
+Every check compares LANTERN with transformers' own Llama/Mistral/Qwen2/GPT-2 code on the same
 weights (an independent implementation), never LANTERN with itself.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_config
 from conftest import perturbed_model as tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
 from lantern.chat_template import render
 from lantern.cli.main import main
@@ -28,8 +28,12 @@ CORPUS = TINY_TEXT + "Szép napot! Ő és ű. Árvíztűrő tükörfúrógép.\n
 LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 CASES = {
     "llama-gqa-recursive": (LLAMA | dict(num_kv_heads=2, steps_per_block=2), "LlamaForCausalLM"),
+    "llama-prelude-coda": (LLAMA | dict(num_blocks=3, prelude_blocks=1, coda_blocks=1,
+                                        steps_per_block=3), "LlamaForCausalLM"),
     "llama-bias-untied": (LLAMA | dict(bias=True, tie_embeddings=False), "LlamaForCausalLM"),
     "mistral-window": (LLAMA | dict(attention_window=6), "MistralForCausalLM"),
+    "qwen2-gqa-untied": (LLAMA | dict(qkv_bias=True, num_kv_heads=2, tie_embeddings=False),
+                         "Qwen2ForCausalLM"),
     "gpt2-learned-gqa": (dict(position="learned", num_kv_heads=2), "GPT2LMHeadModel"),
     "gpt2-sinusoidal-nobias": (dict(position="sinusoidal", bias=False, tie_embeddings=False),
                                "GPT2LMHeadModel"),
@@ -53,7 +57,7 @@ def test_transformers_computes_the_same_logits_and_greedy_text(case, char_tok, t
     export_hf(model, char_tok, tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert type(hf).__name__ == cls
-    assert hf.config.num_hidden_layers == model.config.num_blocks * model.config.steps_per_block
+    assert hf.config.num_hidden_layers == model.config.num_layers()
     x = torch.cat([prompts(char_tok, length=40), prompts(char_tok, length=40).flip(1)])
     with torch.no_grad():
         ours, theirs = model(x)[0], hf(x).logits
@@ -145,6 +149,10 @@ def test_import_of_models_made_by_transformers(tmp_path):
                              tie_word_embeddings=False, attention_bias=True),
         "gpt2": GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=32, n_layer=2,
                            n_head=4),  # GPT-2's own default activation, gelu_new
+        "qwen2": Qwen2Config(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=48,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                             rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
     }
     from lantern.export.hf_tokenizer import save_hf_tokenizer
 
@@ -181,6 +189,7 @@ def test_import_refuses_what_lantern_cannot_compute(tmp_path):
     (dict(position="rope", norm="layernorm", mlp="gelu"), "no standard equivalent"),
     (dict(position="learned", attention_window=6), "sliding window"),
     (LLAMA | dict(attention_window=6, bias=True), "Mistral has no biases"),
+    (LLAMA | dict(attention_window=6, qkv_bias=True), "Mistral has no biases"),
 ])
 def test_features_without_an_exact_equivalent_are_refused(overrides, message):
     with pytest.raises(LanternError, match=message):
@@ -242,3 +251,25 @@ def test_cli_export_ema_takes_the_averaged_weights(char_tok, tmp_path):
     back, _ = load_hf_checkpoint(tmp_path / "hf")
     for name, p in back.named_parameters():
         assert torch.equal(p, ema[name])
+
+
+def test_a_run_trained_with_qkv_bias_exports_as_qwen2(tmp_path, capsys):
+    """`lantern train --qkv_bias` (RoPE, RMSNorm, SwiGLU, no other bias) gives query/key/value
+    biases and exports as Qwen2; the same run without the flag stays a Llama."""
+    from lantern.checkpoint import load_model
+
+    (tmp_path / "data.txt").write_text(CORPUS, encoding="utf-8")
+    args = ["train", "--config", "small", "--hidden_size", "32", "--num_heads", "2", "--d_ff", "64",
+            "--seq_length", "16", "--batch_size", "2", "--max_steps", "1", "--eval_interval", "1",
+            "--eval_batches", "1", "--num_samples", "0", "--data_path", str(tmp_path / "data.txt")]
+    for flags, arch in (([], "LlamaForCausalLM"), (["--qkv_bias"], "Qwen2ForCausalLM")):
+        run, out = tmp_path / f"run{len(flags)}", tmp_path / f"hf{len(flags)}"
+        assert main(args + flags + ["--output_dir", str(run)]) == 0, capsys.readouterr().err
+        model, _, _ = load_model(run)
+        assert (model.transformer.blocks[0].attn.qkv.bias is not None) == bool(flags)
+        assert main(["export", str(run), "--format", "hf", "--output", str(out)]) == 0
+        hf = AutoModelForCausalLM.from_pretrained(out).eval()
+        assert hf.config.architectures == [arch]
+        x = prompts(load_hf_checkpoint(out)[1], length=16)
+        with torch.no_grad():
+            assert (model(x)[0] - hf(x).logits).abs().max().item() < 1e-4

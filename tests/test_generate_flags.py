@@ -71,6 +71,7 @@ def cases(other_run: Path, eos_run: Path, tokenizer_file: Path, output: Path) ->
         "--tau_low": Case(["5.9"], ["--tau_mid", "6", "--tau_high", "7"]),
         "--tau_mid": Case(["6"], ["--tau_low", "0", "--tau_high", "7"]),
         "--tau_high": Case(["7"]),
+        "--exit_kl": Case(["100"], ["--steps_per_block", "4", "--tau_high", "100"]),  # 2, not 4
         "--mc_samples": Case(["1"], monte_carlo),
         "--mc_dropout": Case(["0.6"], monte_carlo),
         "--show_think": Case([], ["--tau_low", "0", "--tau_mid", "0", "--tau_high", "0"]),
@@ -89,7 +90,8 @@ def saved_model(tokenizer: CharTokenizer, directory: Path, eos_scale: float = 1.
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
         model.embed_tokens.weight[tokenizer.eos_id] *= eos_scale
-    save_run(model, tokenizer, directory)
+    # Trained with pause tokens, as far as adaptive decoding knows: THINK and --tau_high act.
+    save_run(model, tokenizer, directory, train_config={"loop": {"pause_tokens": 2}})
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from lantern.export.describe import open_gguf
 from lantern.export.gguf_export import export_gguf
 from lantern.export.gguf_import import load_gguf, read_description
 from lantern.export.hf_import import load_hf_checkpoint
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.pretrained.catalog import KNOWN_MODELS
 from lantern.pretrained.pull import cached_path
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter, tokenizer_from_json
@@ -73,6 +73,7 @@ def rounding_bound(outtype: str, w: torch.Tensor) -> torch.Tensor:
 ROUND_TRIPS = {
     "llama-gqa-tied": LLAMA | dict(num_kv_heads=2),
     "llama-bias-untied": LLAMA | dict(bias=True, tie_embeddings=False),
+    "qwen2-gqa": LLAMA | dict(qkv_bias=True, num_kv_heads=2),
     "gpt2-learned": dict(position="learned"),
 }
 

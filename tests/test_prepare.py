@@ -1,5 +1,5 @@
 """`lantern data prepare` on local sources and a local HTTP server: the download code path,
-seed 004's file names, samples that stop reading early, and one-line offline errors."""
+the JSONL token files' names, samples that stop reading early, and one-line offline errors."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from lantern.export.gguf_export import export_gguf
 from lantern.export.gguf_import import load_gguf
 from lantern.export.hf_export import export_hf
 from lantern.export.hf_import import load_hf_checkpoint
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer
 

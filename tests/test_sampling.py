@@ -19,7 +19,7 @@ from lantern.generation.logits_process import (
     TopP,
     apply_rules,
 )
-from lantern.generation.sampling import SamplingConfig, choose, next_token
+from lantern.generation.sampling import SamplingConfig, choose
 from lantern.generation.streaming import TextStream
 from lantern.tokenizers import CharTokenizer
 
@@ -36,7 +36,8 @@ def draws(config: SamplingConfig, logits: torch.Tensor, n: int = 300) -> torch.T
 
 def test_greedy_is_argmax():
     logits = random_logits()
-    assert torch.equal(next_token(logits, temperature=0)[:, 0], logits.argmax(-1))
+    config = SamplingConfig(temperature=0)
+    assert torch.equal(choose(logits, config.rules(), config.greedy)[:, 0], logits.argmax(-1))
 
 
 def test_top_k_never_emits_excluded_token():

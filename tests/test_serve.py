@@ -197,7 +197,7 @@ def test_models_pick_by_name_and_depth_follows_the_recursion(client, reference, 
 
 def test_adaptive_requests_return_a_trace_per_token_and_stream(client, reference):
     eos = reference[1].eos_id
-    adaptive = {"adaptive": True, "tau_low": 0.5, "tau_mid": 1.0, "tau_high": 50.0}
+    adaptive = {"adaptive": True, "tau_low": 0.5, "tau_mid": 1.0}  # no THINK: never trained
     kwargs = dict(model="tiny", prompt="Once", max_tokens=12, temperature=0.9, seed=4, n=2,
                   extra_body=adaptive)
     r = client.completions.create(**kwargs)
@@ -234,6 +234,32 @@ def test_tokenize_detokenize_and_metrics(server, reference, client):
     assert 'lantern_queue_length{model="tiny"}' in metrics
     assert "lantern_tokens_per_second" in metrics
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def requests_by_endpoint(server) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for endpoint, value in re.findall(r'^lantern_requests_total\{endpoint="([^"]*)",status="[^"]*"\} '
+                                      r"(\S+)$", httpx.get(f"{server.url}/metrics").text, re.M):
+        counts[endpoint] = counts.get(endpoint, 0.0) + float(value)
+    return counts
+
+
+def test_every_route_is_counted_under_its_own_endpoint(server):
+    """The labels come from the app's routes: a new route can never be counted as "other"."""
+    from fastapi.routing import iter_route_contexts
+
+    routes = [(route.path, re.sub(r"\{[^}]*\}", "x", route.path_format))
+              for route in iter_route_contexts(server.app.routes)]
+    assert len({label for label, _ in routes}) == len(routes) >= 9
+    before = requests_by_endpoint(server)
+    for _, path in routes:
+        httpx.get(f"{server.url}{path}")  # any status: 200, 404, or 405 for a POST endpoint
+    after = requests_by_endpoint(server)
+    for label, path in routes:
+        assert after.get(label, 0) > before.get(label, 0), (label, path)
+    assert after.get("other", 0) == before.get("other", 0)
+    httpx.get(f"{server.url}/v1/nothing")
+    assert requests_by_endpoint(server)["other"] == after.get("other", 0) + 1
 
 
 def test_api_key_is_required_when_set(run_dir):

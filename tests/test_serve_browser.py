@@ -70,7 +70,6 @@ def test_completion_mode_with_adaptive_shading(page, tmp_path):
     page.check("#adaptive")
     page.fill("#tau_low", "0.5")
     page.fill("#tau_mid", "1")
-    page.fill("#tau_high", "60")
     page.fill("#max_tokens", "24")
     page.fill("#prompt", "Once upon a time")
     page.click("#send")

@@ -1,4 +1,4 @@
-"""The bilingual generator: Hungarian grammar by rule, correct pairs, seed 002's mix, and a
+"""The bilingual generator: Hungarian grammar by rule, correct pairs, the built-in task mix, and a
 model trained on its output that answers in `<assistant>` form and stops."""
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from lantern.evaluation.heldout import Tally, progress_bar, score_windows, score
 from lantern.evaluation.windows import Window, rolling_windows
 from lantern.export.describe import gguf_summary
 from lantern.export.file_kind import is_gguf_file
-from lantern.export.llamacpp import LlamaCppModel
 from lantern.fileio import atomic_write_text
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.pretrained.load import load_pretrained, model_path
 from lantern.tokenizers import Tokenizer
 

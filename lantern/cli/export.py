@@ -60,6 +60,6 @@ def run_export(args: argparse.Namespace) -> int:
 
         export_hf(model, tokenizer, output, args.depth, training=training)
     kind = f"GGUF {outtype}" if args.format == "gguf" else "transformers"
-    print(f"wrote {output} ({kind}, {plan.arch}, {plan.num_layers} layers at depth {plan.depth})",
+    print(f"wrote {output} ({kind}, {plan.arch.name}, {plan.num_layers} layers at depth {plan.depth})",
           file=sys.stderr)
     return 0

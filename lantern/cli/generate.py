@@ -12,11 +12,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lantern.checkpoint import load_model
-from lantern.controller.cli import ADAPTIVE_ONLY, adaptive_generator, add_adaptive_flags
+from lantern.cli.adaptive import ADAPTIVE_ONLY, adaptive_generator, add_adaptive_flags
+from lantern.controller.thresholds import adaptive_defaults
 from lantern.device import pick_device
 from lantern.errors import LanternError
-from lantern.export.gguf_generate import LlamaCppEngine, is_gguf, refuse_pytorch_only
 from lantern.fileio import atomic_write_text
+from lantern.generation.backends.gguf import LlamaCppEngine, is_gguf
 from lantern.generation.engine import TextEngine, TorchEngine, fit_prompt
 from lantern.generation.interactive import InteractiveSession
 from lantern.generation.settings import GenerationConfig
@@ -132,11 +133,25 @@ def refuse_conflicts(args: argparse.Namespace) -> None:
         raise LanternError("--overwrite replaces an --output file; give --output too")
 
 
+def refuse_pytorch_only(args: argparse.Namespace) -> None:
+    """Flags only LANTERN's PyTorch engine has, refused by name for a .gguf model."""
+    flags = [f"--{n}" for n in ("adaptive", "steps_per_block", "tokenizer", "batch_size")
+             if getattr(args, n, None) is not None and getattr(args, n) is not False]  # 0 is given
+    if getattr(args, "num_beams", 1) != 1:
+        flags.append("--num_beams")
+    if flags:
+        raise LanternError(f"{', '.join(flags)}: not available for a .gguf model (llama.cpp runs it); "
+                           "use the run directory or .pt checkpoint")
+    if getattr(args, "device", "auto") not in ("auto", "cpu"):
+        raise LanternError(f"--device {args.device}: a .gguf model runs on the CPU through llama.cpp")
+
+
 def load_for_generation(args: argparse.Namespace):
+    """(model, tokenizer, device, the checkpoint's adaptive-decoding defaults)."""
     device = pick_device(args.device)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    model, tokenizer, _ = load_model(args.checkpoint, device=device, tokenizer=tokenizer)
-    return model, tokenizer, device
+    model, tokenizer, state = load_model(args.checkpoint, device=device, tokenizer=tokenizer)
+    return model, tokenizer, device, adaptive_defaults(state)
 
 
 @contextmanager
@@ -148,8 +163,9 @@ def open_engine(args: argparse.Namespace) -> Iterator[TextEngine]:
         refuse_pytorch_only(args)
         engine: TextEngine = LlamaCppEngine(path)
     else:
-        model, tokenizer, _ = load_for_generation(args)
-        sampler = adaptive_generator(args, model, tokenizer) if getattr(args, "adaptive", False) else None
+        model, tokenizer, _, defaults = load_for_generation(args)
+        sampler = (adaptive_generator(args, model, tokenizer, defaults)
+                   if getattr(args, "adaptive", False) else None)
         engine = TorchEngine(model, tokenizer, sampler)
     try:
         yield engine

@@ -47,8 +47,16 @@ def add_parser(subparsers) -> None:
     model.add_argument("--attention_window", type=int, help="sliding-window size [full attention]")
     model.add_argument("--attention_sink", type=int,
                        help="first positions every query sees beyond its window [0]")
+    model.add_argument("--prelude_blocks", type=int,
+                       help="first blocks that run once whatever the depth (a prelude before the "
+                       "recurrent blocks) [preset]")
+    model.add_argument("--coda_blocks", type=int,
+                       help="last blocks that run once whatever the depth (a coda that reads the "
+                       "recurrent state out) [preset]")
     model.add_argument("--reinject_input", action="store_true", default=None,
                        help="re-inject each block's input at every recurrence [off]")
+    model.add_argument("--qkv_bias", action="store_true", default=None,
+                       help="bias on the query/key/value projections (Qwen2-style) [off]")
     model.add_argument("--init_from",
                        help="start from a pretrained model, with its weights and tokenizer: a "
                        "GGUF file, a known name (lantern pull --list), a transformers directory or "
@@ -56,9 +64,15 @@ def add_parser(subparsers) -> None:
     model.add_argument("--depth_schedule",
                        help="recursion depth per training step: fixed:K, random:A-B or poisson:M "
                        "[the model's steps_per_block]")
+    model.add_argument("--backprop_steps", type=int,
+                       help="backpropagate through each block's last K applications only "
+                       "(truncated backpropagation through depth) [all]")
     model.add_argument("--pause_tokens", type=int,
                        help="THINK tokens inserted at random per training window "
                        f"[{D.pause_tokens}]")
+    model.add_argument("--pause_after",
+                       help="put the --pause_tokens THINK tokens after every occurrence of this "
+                       "token (e.g. '=' before an answer) instead of at random [at random]")
     lora = p.add_argument_group("LoRA (with --init_from: train low-rank adapters, not the weights)")
     lora.add_argument("--lora_rank", type=int,
                       help="adapter rank; the run's weights files and exports hold the adapters "

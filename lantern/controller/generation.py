@@ -29,7 +29,7 @@ from lantern.controller.uncertainty import UncertaintyController, UncertaintySig
 from lantern.errors import LanternError
 from lantern.generation.core import Decoder, make_policies, run_policies
 from lantern.generation.settings import GenerationConfig
-from lantern.models.attention import KVCache
+from lantern.models.kv_cache import KVCache
 from lantern.models.lantern_model import (
     LANTERNModel,
     RecursiveTransformer,
@@ -73,7 +73,7 @@ class GenerationResult:
 
 
 class TransformerView:
-    """Seed 000's pieces (`model.transformer`, `lm_head`, embedding matrix) presented through
+    """The split pieces (`model.transformer`, `lm_head`, embedding matrix) presented through
     the interface the decoding core reads from a whole LANTERNModel."""
 
     def __init__(self, transformer: RecursiveTransformer, lm_head: nn.Module,
@@ -137,8 +137,8 @@ class _StepRecord:
 
 
 class GenerationController:
-    """Seed 000's API. `model` is the whole LANTERNModel, or `model.transformer` together with
-    `lm_head` and `embedding_matrix` (seed 000's form)."""
+    """The adaptive generator. `model` is the whole LANTERNModel, or `model.transformer` together with
+    `lm_head` and `embedding_matrix` (the split form)."""
 
     def __init__(
         self,
@@ -186,14 +186,17 @@ class GenerationController:
             rows_thinking = thinking[: x.shape[0]]
             runs = state.run(deepest if bool(rows_thinking.any()) else shallow)
             probs = self._probs(state.h)
+            if uc.exit_kl is not None:
+                runs, probs = self._until_converged(state, runs, probs, deepest)
             score = uc.signals(probs, self.embedding_matrix).score
-            if state.depth < mid and bool(uc.go_deeper(score).any()):
+            if (uc.exit_kl is None and state.depth < mid
+                    and bool(uc.go_deeper(score).any())):
                 runs += state.run(mid)
                 probs = self._probs(state.h)
                 score = uc.signals(probs, self.embedding_matrix).score
             samples = None
             if bool((uc.go_max(score) | rows_thinking).any()):
-                if state.depth < deepest:
+                if state.depth < deepest and uc.exit_kl is None:  # else convergence decided
                     runs += state.run(deepest)
                 if self.mc_samples:
                     samples = state.mc_probs(self.mc_samples, self.mc_rate, self._probs)
@@ -203,6 +206,17 @@ class GenerationController:
             return self.model.head(t.norm(state.h))[:, -1]
 
         return forward
+
+    def _until_converged(self, state: _Recursion, runs: int, probs: torch.Tensor,
+                         deepest: int) -> tuple[int, torch.Tensor]:
+        """One step deeper at a time while any row's distribution still moves (exit_kl)."""
+        while state.depth < deepest:
+            previous = probs
+            runs += state.run(state.depth + 1)
+            probs = self._probs(state.h)
+            if not bool(self.uncertainty.still_moving(probs, previous).any()):
+                break
+        return runs, probs
 
     @torch.no_grad()
     def reference_probs(self, input_ids: torch.Tensor, steps: int) -> torch.Tensor:
@@ -243,7 +257,7 @@ class GenerationController:
         policies = make_policies(tokenizer, prompts, run_cfg, self.transformer.config.vocab_size,
                                  stop, decoder.device)
         index_of = dict(zip(handles, range(batch), strict=True))
-        self._record = _StepRecord(deepest, len(self.transformer.blocks) * deepest, None)
+        self._record = _StepRecord(deepest, self.transformer.config.num_layers(deepest), None)
         thinking = torch.zeros(batch, dtype=torch.bool)  # in batch-row order, see `forward`
         think_run = [0] * batch
         trace: list[list[TokenTrace]] = [[] for _ in range(batch)]
@@ -317,47 +331,68 @@ def _trace(token: int, s: UncertaintySignals, depth: int, applications: int, thi
 
 
 class _Recursion:
-    """One token position's pass through the blocks, continued deeper on demand."""
+    """One token position's pass through the blocks, continued deeper on demand.
+
+    With a single recurrent block (prelude and coda blocks aside) going deeper continues its
+    recursion from where it stopped and re-runs only the coda; with several, every block is
+    recomputed from the embedding at the new depth."""
 
     def __init__(self, transformer: RecursiveTransformer, x: torch.Tensor, ctx: StepContext) -> None:
         self.t, self.x, self.ctx = transformer, x, ctx
+        cfg = transformer.config
+        self.recurrent = [b for b in range(cfg.num_blocks) if cfg.recurrent(b)]
         self.h: torch.Tensor = x
-        self.h_prev: torch.Tensor = x  # input of the last block's last application
-        self.last_input: torch.Tensor = x  # input of the last block (for reinjection)
+        self.core: tuple[torch.Tensor, torch.Tensor] | None = None  # (state, input) of the recursion
+        self.last: tuple[torch.Tensor, torch.Tensor, int] = (x, x, 0)  # last application's input
         self.depth = 0
 
     def run(self, depth: int) -> int:
-        """Bring the token to `depth` steps per block; returns block applications run."""
-        t, ctx = self.t, self.ctx
-        last = len(t.blocks) - 1
-        if last == 0 and self.depth > 0:  # one block: continue the recursion
-            h, start, runs = self.h, self.depth, depth - self.depth
-        else:  # several blocks: recompute from the embedding at the new depth
-            h, start, runs = self.x, 0, len(t.blocks) * depth
-            for b in range(last):
-                block_input = h
-                h = t.apply_steps(h, block_input, b, 0, depth, ctx)
-                t.fill_skipped(h, block_input, b, depth, ctx)
-            self.last_input = h
-        h = t.apply_steps(h, self.last_input, last, start, depth - 1, ctx)
-        self.h_prev = h
-        self.h = t.apply_steps(h, self.last_input, last, depth - 1, depth, ctx)
-        self.depth = depth
+        """Bring the token to `depth` steps per recurrent block; returns block applications run."""
+        t, ctx, cfg = self.t, self.ctx, self.t.config
+        core = self.recurrent[-1]
+        if len(self.recurrent) == 1 and self.core is not None:  # continue the recursion
+            h, core_input = self.core
+            h, runs = self._apply(h, core_input, core, self.depth, depth), depth - self.depth
+        else:  # from the embedding: every block up to the last recurrent one
+            h, runs = self.x, 0
+            for b in range(core + 1):
+                block_input, steps = h, cfg.block_steps(b, depth)
+                h = self._apply(h, block_input, b, 0, steps)
+                if b < core:
+                    t.fill_skipped(h, block_input, b, steps, ctx)
+                runs += steps
+            core_input = block_input
+        self.core, self.depth = (h, core_input), depth
+        for b in range(core + 1, cfg.num_blocks):  # the coda, once, on the new state
+            h = self._apply(h, h, b, 0, 1)
+            runs += 1
+        self.h = h
         return runs
+
+    def _apply(self, h: torch.Tensor, block_input: torch.Tensor, block: int, start: int,
+               stop: int) -> torch.Tensor:
+        """Steps start..stop-1 of `block`, remembering the input of the very last one."""
+        if stop > start:
+            h = self.t.apply_steps(h, block_input, block, start, stop - 1, self.ctx)
+            self.last = (h, block_input, stop - 1)
+            h = self.t.apply_steps(h, block_input, block, stop - 1, stop, self.ctx)
+        return h
 
     def mc_probs(self, count: int, rate: float,
                  probs: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """(N, rows, V): the last block application re-run with dropout `rate`, N times. Dropout
         acts after the key/value projection, so the keys it writes to the cache are unchanged."""
         t, last = self.t, len(self.t.blocks) - 1
+        h_prev, block_input, step = self.last
         samples = []
         with mc_dropout(t.blocks[last], rate):
             for _ in range(count):
-                h = t.apply_steps(self.h_prev, self.last_input, last, self.depth - 1, self.depth,
-                                  self.ctx)
+                h = t.apply_steps(h_prev, block_input, last, step, step + 1, self.ctx)
                 samples.append(probs(h))
         return torch.stack(samples)
 
     def fill_skipped(self) -> None:
-        last = len(self.t.blocks) - 1
-        self.t.fill_skipped(self.h, self.last_input, last, self.depth, self.ctx)
+        """The recurrent block's layers deeper than this token reached (see the model)."""
+        if self.core is not None:
+            h, core_input = self.core
+            self.t.fill_skipped(h, core_input, self.recurrent[-1], self.depth, self.ctx)

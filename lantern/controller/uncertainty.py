@@ -96,6 +96,11 @@ class UncertaintyController:
     - tau_high < score (at max depth): emit a THINK token instead of a word (at most
       `max_think_tokens` in a row) and start every following token at `max_steps` until the
       score falls back to tau_mid or below.
+
+    With `exit_kl`, depth decides itself from the recursion's own convergence instead of the
+    score (Geiping et al. 2025): from `min_steps` each token runs one more step while the
+    next-token distribution still moves, KL(p_k || p_k-1) > exit_kl, up to `max_steps`.
+    Monte-Carlo passes and THINK still follow the score at the depth reached.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class UncertaintyController:
         max_think_tokens: int = 2,
         top_k: int = 8,
         weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+        exit_kl: float | None = None,
     ) -> None:
         if not tau_low <= tau_mid <= tau_high:
             raise LanternError(
@@ -121,12 +127,15 @@ class UncertaintyController:
                 or (mc_dropout is not None and not 0.0 <= mc_dropout < 1.0)):
             raise LanternError("min_steps >= 1, mc_samples >= 0, max_think_tokens >= 0 and "
                                "0 <= mc_dropout < 1 are required")
+        if exit_kl is not None and not exit_kl >= 0:
+            raise LanternError(f"exit_kl must be a non-negative number of nats (got {exit_kl})")
         self.tau_low, self.tau_mid, self.tau_high = tau_low, tau_mid, tau_high
         self.min_steps, self.mid_steps, self.max_steps = min_steps, mid_steps, max_steps
         self.mc_samples, self.mc_dropout = mc_samples, mc_dropout
         self.max_think_tokens = max_think_tokens
         self.top_k = top_k
         self.weights = weights
+        self.exit_kl = exit_kl
 
     def depths(self, model_steps: int) -> tuple[int, int, int]:
         """(shallow, mid, max) steps per block; max defaults to the model's trained depth."""
@@ -148,6 +157,11 @@ class UncertaintyController:
         w = self.weights
         score = w[0] * entropy + w[1] * (1 - top1) + w[2] * dispersion + w[3] * epistemic
         return UncertaintySignals(entropy, top1, dispersion, epistemic, score)
+
+    def still_moving(self, probs: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """Rows whose next-token distribution changed by more than `exit_kl` in the last step."""
+        kl = (probs * (probs.clamp_min(1e-12).log() - previous.clamp_min(1e-12).log())).sum(-1)
+        return kl > self.exit_kl
 
     def go_deeper(self, score: torch.Tensor) -> torch.Tensor:
         return score > self.tau_low

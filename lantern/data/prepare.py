@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lantern.chat_template import example
 from lantern.data.text import check_text_file
 from lantern.errors import LanternError
-from lantern.fileio import atomic_write
+from lantern.fileio import atomic_write, json_lines
 
 HF_ROWS_API = "https://datasets-server.huggingface.co/rows"
 _ROWS_PAGE = 100
@@ -139,17 +139,7 @@ def _text_records(lines: Iterable[str], separator: str | None, keep_lines: bool
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
-    with path.open("r", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise LanternError(f"{path}:{number}: not a JSON object") from None
-            if not isinstance(record, dict):
-                raise LanternError(f"{path}:{number}: not a JSON object")
-            yield record
+    return json_lines(path, "a JSON object", lambda v: isinstance(v, dict))  # type: ignore[return-value]
 
 
 def _file_records(path: Path, corpus: Corpus) -> Iterator[dict]:

@@ -1,4 +1,4 @@
-"""Dataset quality checks (seed 002): line counts, uniqueness, characters, tokens; dedupe.
+"""Dataset quality checks: line counts, uniqueness, characters, tokens; dedupe.
 
 Both stream the file once, so a file larger than memory is fine; uniqueness keeps an 8-byte
 digest per distinct line, not the line.

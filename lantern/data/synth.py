@@ -510,7 +510,7 @@ def instruction(rng: random.Random, kinds: tuple[str, ...] = tuple(INSTRUCTION_K
 def generate_lines(sentences: int = 10000, stories: int = 5000, translations: int = 3000,
                    instructions: int = 2000, seed: int = 0,
                    instruction_kinds: tuple[str, ...] = tuple(INSTRUCTION_KINDS)) -> Iterator[str]:
-    """Seed 002's mix, shuffled, one example per line; the same seed gives the same lines."""
+    """The built-in task mix, shuffled, one example per line; the same seed gives the same lines."""
     rng = random.Random(seed)
     plan = (["sentence"] * sentences + ["story"] * stories + ["translation"] * translations
             + ["instruction"] * instructions)

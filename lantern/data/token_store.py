@@ -6,7 +6,7 @@ while memory stays flat. Each block is encoded as a batch of pieces, which the R
 (and tiktoken) spread over every core.
 
 Three on-disk forms: a cache of encoded text files (keyed by tokenizer and the file's identity,
-so editing either re-encodes), seed 004's JSONL (one JSON array of ids per line), and binary
+so editing either re-encodes), JSONL (one JSON array of ids per line), and binary
 shards (a 32-byte header, then the ids) that memory-map without a copy.
 """
 
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lantern.data.text import check_text_file
 from lantern.errors import LanternError
-from lantern.fileio import atomic_write
+from lantern.fileio import atomic_write, json_lines
 from lantern.tokenizers import Tokenizer
 from lantern.tokenizers.base import EOS
 
@@ -243,7 +243,7 @@ def read_shards(path: str | Path, vocab_size: int | None = None) -> np.ndarray:
     return np.memmap(cached, dtype=dtype, mode="r")
 
 
-# --- JSONL (seed 004) ---------------------------------------------------------------------
+# --- JSONL --------------------------------------------------------------------------------
 
 
 def iter_documents(path: str | Path) -> Iterator[str]:
@@ -299,25 +299,13 @@ def write_jsonl(rows: Iterable[list[int]], out: str | Path) -> int:
 
 
 def read_jsonl_tokens(path: str | Path, vocab_size: int | None = None) -> np.ndarray:
-    """Seed 004's token files: one JSON array of ids per line, concatenated in order."""
+    """JSONL token files: one JSON array of ids per line, concatenated in order."""
     path = Path(path)
     if not path.is_file():
         raise LanternError(f"data file not found: {path}")
-    rows: list[np.ndarray] = []
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        try:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise LanternError(f"{path}:{number}: not a JSON array of token ids") from None
-                if not isinstance(row, list) or not all(isinstance(i, int) and i >= 0 for i in row):
-                    raise LanternError(f"{path}:{number}: not a JSON array of token ids")
-                rows.append(np.array(row, dtype=np.int64))
-        except UnicodeDecodeError:
-            raise LanternError(f"{path} is not a JSONL text file") from None
+    rows = [np.array(row, dtype=np.int64) for row in json_lines(
+        path, "a JSON array of token ids",
+        lambda v: isinstance(v, list) and all(isinstance(i, int) and i >= 0 for i in v))]
     ids = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     if ids.size == 0:
         raise LanternError(f"data file holds no token ids: {path}")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from lantern.evaluation.calibration import Calibration
 from lantern.evaluation.windows import Window
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 
 
 @dataclass

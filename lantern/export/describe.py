@@ -153,6 +153,8 @@ def training_log_facts(directory: Path) -> dict[str, Any]:
 
 def hf_summary(directory: Path) -> dict[str, Any]:
     """A `transformers` directory (config.json with a model_type, safetensors weights)."""
+    from lantern.export.arches import hf_value
+
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     files = sorted(directory.glob("*.safetensors"))
     params, types = tensor_stats(files) if files else (None, None)
@@ -161,16 +163,16 @@ def hf_summary(directory: Path) -> dict[str, Any]:
         from tokenizers import Tokenizer as HFTokenizer
 
         vocab = HFTokenizer.from_file(str(directory / "tokenizer.json")).get_vocab_size(True)
-    heads = config.get("num_attention_heads", config.get("n_head"))
+    heads = hf_value(config, "num_attention_heads")
     training = config.get(HF_TRAINING) or {}
     return summary(
         steps_trained=training.get("steps_trained"), val_loss=training.get("val_loss"),
         format="transformers", file=str(directory), file_size_bytes=directory_size(directory),
         architecture=", ".join(config.get("architectures") or [config.get("model_type", "?")]),
-        parameters=params, layers=config.get("num_hidden_layers", config.get("n_layer")),
-        hidden_size=config.get("hidden_size", config.get("n_embd")), heads=heads,
+        parameters=params, layers=hf_value(config, "num_hidden_layers"),
+        hidden_size=hf_value(config, "hidden_size"), heads=heads,
         kv_heads=config.get("num_key_value_heads", heads),
-        context_length=config.get("max_position_embeddings", config.get("n_positions")),
+        context_length=hf_value(config, "max_position_embeddings"),
         vocab_size=vocab or config.get("vocab_size"), tokenizer=hf_tokenizer_kind(directory),
         tensor_types=types, sliding_window=config.get("sliding_window"),
     )
@@ -185,14 +187,14 @@ def lantern_summary(path: Path) -> dict[str, Any]:
     model, tokenizer, data = load_model(file)
     cfg = model.config
     try:
-        exports = plan_export(cfg).arch
+        exports = plan_export(cfg).arch.name
     except LanternError as exc:
         exports = f"none ({exc})"
     types = [str(t.dtype).removeprefix("torch.") for t in data["model_state_dict"].values()]
     return summary(
         format="lantern checkpoint", file=str(file), file_size_bytes=file.stat().st_size,
         architecture=f"lantern ({cfg.num_blocks} blocks x {cfg.steps_per_block} steps)",
-        parameters=model.num_parameters(), layers=cfg.num_blocks * cfg.steps_per_block,
+        parameters=model.num_parameters(), layers=cfg.num_layers(),
         hidden_size=cfg.hidden_size, heads=cfg.num_heads, kv_heads=cfg.kv_heads,
         context_length=cfg.context_length, vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer.kind, tensor_types=type_counts(types),
@@ -217,7 +219,7 @@ def lantern_safetensors_summary(file: Path) -> dict[str, Any]:
                                               "file_size_bytes": file.stat().st_size}
         cfg = LANTERNConfig.from_dict(data)
         values |= dict(architecture=f"lantern ({cfg.num_blocks} blocks x {cfg.steps_per_block} steps)",
-                       layers=cfg.num_blocks * cfg.steps_per_block, hidden_size=cfg.hidden_size,
+                       layers=cfg.num_layers(), hidden_size=cfg.hidden_size,
                        heads=cfg.num_heads, kv_heads=cfg.kv_heads, context_length=cfg.context_length,
                        vocab_size=cfg.vocab_size)
     if (file.parent / "tokenizer.json").is_file():

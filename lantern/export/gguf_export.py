@@ -1,9 +1,9 @@
-"""A LANTERN model as one GGUF file for llama.cpp (architectures `llama` and `gpt2`).
+"""A LANTERN model as one GGUF file for llama.cpp.
 
-Written with the `gguf` package, following llama.cpp's own converter: tensors in (out, in)
-shape under llama.cpp's names, queries and keys permuted from the rotate-half RoPE layout to
-llama.cpp's interleaved one, norms and biases kept F32, and the tokenizer stored whole
-(tokens, types, merges, special ids, chat template).
+Written with the `gguf` package, following llama.cpp's own converter: the export plan's
+architecture (`arches`) names the graph, writes its hyper-parameters and gives the tensors in
+(out, in) shape under llama.cpp's names; norms and biases are kept F32, and the tokenizer is
+stored whole (tokens, types, merges, special ids, chat template).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lantern.chat_template import JINJA_TEMPLATE
 from lantern.errors import LanternError
 from lantern.export.architecture import ExportPlan, plan_export
-from lantern.export.hf_export import gpt2_parts, llama_state_dict, norm_eps, positions_table
 from lantern.export.hf_tokenizer import char_vocabulary, special_tokens
 from lantern.export.output import write_file
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter, Tokenizer
@@ -26,14 +24,6 @@ from lantern.tokenizers.gguf_vocab import pre_tokenizer_name
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 SPM_SPACE = "\u2581"  # SentencePiece's visible space: llama.cpp's SPM vocabularies store " " as this
-LLAMA_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-}
-GPT2_NAMES = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
-              "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
 
 
 def check_outtype(outtype: str, config) -> None:
@@ -47,51 +37,6 @@ def check_outtype(outtype: str, config) -> None:
                     f"--outtype {outtype} quantizes rows in blocks of 32 values, but {name} is "
                     f"{width}; use f32, f16 or bf16 for this model"
                 )
-
-
-def rope_permute(w: np.ndarray, heads: int) -> np.ndarray:
-    """Rotate-half rows (first half, second half of each head) to llama.cpp's interleaved pairs."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def llama_tensors(model, plan: ExportPlan) -> dict[str, np.ndarray]:
-    cfg = model.config
-    out = {}
-    for name, t in llama_state_dict(model, plan).items():
-        w = t.detach().float().cpu().numpy()
-        if name == "model.embed_tokens.weight":
-            out["token_embd.weight"] = w
-        elif name == "model.norm.weight":
-            out["output_norm.weight"] = w
-        elif name == "lm_head.weight":
-            out["output.weight"] = w
-        else:
-            _, _, layer, rest = name.split(".", 3)
-            module, kind = rest.rsplit(".", 1)
-            if module == "self_attn.q_proj":
-                w = rope_permute(w, cfg.num_heads)
-            elif module == "self_attn.k_proj":
-                w = rope_permute(w, cfg.kv_heads)
-            out[f"blk.{layer}.{LLAMA_NAMES[module]}.{kind}"] = w
-    return out
-
-
-def gpt2_tensors(model, plan: ExportPlan) -> dict[str, np.ndarray]:
-    def np32(t: torch.Tensor) -> np.ndarray:
-        return t.detach().float().cpu().numpy()
-
-    norm = model.transformer.norm
-    out = {"token_embd.weight": np32(model.embed_tokens.weight),
-           "position_embd.weight": np32(positions_table(model)),
-           "output_norm.weight": np32(norm.weight),
-           "output_norm.bias": np32(norm.bias if norm.bias is not None else torch.zeros_like(norm.weight))}
-    if not model.config.tie_embeddings:
-        out["output.weight"] = np32(model.lm_head.weight)
-    for i, b in enumerate(plan.layers):
-        for name, (w, bias) in gpt2_parts(model, b).items():
-            out[f"blk.{i}.{GPT2_NAMES[name]}.weight"] = np32(w)
-            out[f"blk.{i}.{GPT2_NAMES[name]}.bias"] = np32(bias)
-    return out
 
 
 def encode_tensor(name: str, w: np.ndarray, outtype: str):
@@ -168,23 +113,6 @@ def add_vocabulary(writer, tokenizer: Tokenizer) -> None:
     writer.add_chat_template(tokenizer.chat_template or JINJA_TEMPLATE)  # an imported model's own
 
 
-def add_hyperparameters(writer, model, plan: ExportPlan) -> None:
-    cfg = model.config
-    writer.add_context_length(cfg.context_length)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(plan.num_layers)
-    writer.add_feed_forward_length(cfg.ffn_size)
-    writer.add_head_count(cfg.num_heads)
-    writer.add_head_count_kv(cfg.kv_heads if plan.arch == "llama" else cfg.num_heads)
-    if plan.arch == "llama":
-        writer.add_layer_norm_rms_eps(norm_eps(model))
-        writer.add_rope_freq_base(float(cfg.rope_theta))
-        writer.add_rope_dimension_count(cfg.head_dim)
-        writer.add_vocab_size(cfg.vocab_size)
-    else:
-        writer.add_layer_norm_eps(norm_eps(model))
-
-
 def export_gguf(model, tokenizer: Tokenizer, output: Path, outtype: str = "f16",
                 depth: int | None = None, name: str = "lantern",
                 training: dict[str, Any] | None = None) -> ExportPlan:
@@ -196,14 +124,14 @@ def export_gguf(model, tokenizer: Tokenizer, output: Path, outtype: str = "f16",
 
     check_outtype(outtype, model.config)
     plan = plan_export(model.config, depth, "gguf")
-    tensors = (llama_tensors if plan.arch == "llama" else gpt2_tensors)(model, plan)
+    tensors = plan.arch.gguf_tensors(model, plan)
 
     def fill(tmp: Path) -> None:
-        writer = gguf.GGUFWriter(str(tmp), plan.arch)
+        writer = gguf.GGUFWriter(str(tmp), plan.arch.gguf_name)
         writer.add_name(name)
         writer.add_file_type(file_type(outtype))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        add_hyperparameters(writer, model, plan)
+        plan.arch.add_gguf_hyperparameters(writer, model, plan)
         add_vocabulary(writer, tokenizer)
         facts = training or {}
         if facts.get("steps_trained") is not None:

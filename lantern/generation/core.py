@@ -16,7 +16,7 @@ position is ever stale) and goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +26,7 @@ from lantern.generation.logits_process import apply_rules
 from lantern.generation.sampling import draw
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.streaming import TextStream
-from lantern.models.attention import KVCache
+from lantern.models.kv_cache import KVCache
 from lantern.models.lantern_model import LANTERNModel, StepContext
 from lantern.tokenizers import Tokenizer
 
@@ -259,6 +259,8 @@ class RowPolicy:
         self.greedy = config.greedy
         self.rules = config.rules()
         self.max_new_tokens = config.max_new_tokens
+        self.think_id = config.think_token_id  # counted apart: the budget is in visible tokens
+        self.visible = 0
         self.stop_ids = set(stop_ids)
         self.top_logprobs = top_logprobs
         # Token-level callers (`model.generate`) have no tokenizer, and no text to stream.
@@ -301,7 +303,8 @@ class RowPolicy:
         event = TokenEvent(token, piece, logprob, top)
         if self.text is not None and self.text.stopped:
             return self._finish(event, "stop_string")
-        if len(self.tokens) >= self.max_new_tokens:
+        self.visible += token != self.think_id
+        if self.visible >= self.max_new_tokens:
             return self._finish(event, "length")
         return event
 
@@ -354,6 +357,49 @@ def make_policies(
 TokenChoice = Callable[[int, int, torch.Tensor], int]
 
 
+def step_policies(
+    decoder: Decoder,
+    index_of: Mapping[int, int],
+    policies: Sequence[RowPolicy],
+    forward: StepForward | None = None,
+    choose: TokenChoice | None = None,
+    before_step: Callable[[], None] | None = None,
+    on_error: Callable[[int, Exception], None] | None = None,
+) -> Iterator[tuple[int, TokenEvent]]:
+    """One token of every row of `decoder` (row handle -> sequence index in `index_of`): yields
+    (sequence index, event) as each is made; finished rows leave the batch, and one step runs
+    for the rest. With `on_error`, a row whose choice fails is reported there and leaves alone
+    (a server's other requests go on); without it, the error propagates."""
+    logits = decoder.logits
+    token_of: dict[int, int] = {}
+    done: list[int] = []
+    for row, handle in enumerate(decoder.handles):
+        index = index_of[handle]
+        try:
+            if choose is None:
+                token = policies[index].choose(logits[row])
+            else:
+                token = choose(row, index, logits[row])
+            event = policies[index].accept(token)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(index, exc)
+            done.append(handle)
+            continue
+        yield index, event
+        token_of[handle] = token
+        if event.finished:
+            done.append(handle)
+    if done:
+        decoder.remove(done)  # rows move: follow them by handle
+    if decoder.num_rows:
+        tokens = torch.tensor([token_of[h] for h in decoder.handles], dtype=torch.long)
+        if before_step is not None:
+            before_step()
+        decoder.step(tokens, forward)
+
+
 def run_policies(
     decoder: Decoder,
     handles: Sequence[int],
@@ -364,29 +410,9 @@ def run_policies(
 ) -> Iterator[tuple[int, TokenEvent]]:
     """The decoding loop, over rows already added to `decoder`: yields (sequence index, event)
     for every token as it is made; a finished row leaves the batch at once."""
-    policy_of = dict(zip(handles, range(len(policies)), strict=True))
+    index_of = dict(zip(handles, range(len(policies)), strict=True))
     while decoder.num_rows:
-        logits = decoder.logits
-        tokens, done = [], []
-        for row, handle in enumerate(decoder.handles):
-            index = policy_of[handle]
-            if choose is None:
-                token = policies[index].choose(logits[row])
-            else:
-                token = choose(row, index, logits[row])
-            event = policies[index].accept(token)
-            yield index, event
-            tokens.append(token)
-            if event.finished:
-                done.append(handle)
-        if done:
-            token_of = dict(zip(decoder.handles, tokens, strict=True))
-            decoder.remove(done)  # rows move: follow them by handle
-            tokens = [token_of[h] for h in decoder.handles]
-        if decoder.num_rows:
-            if before_step is not None:
-                before_step()
-            decoder.step(torch.tensor(tokens, dtype=torch.long), forward)
+        yield from step_policies(decoder, index_of, policies, forward, choose, before_step)
 
 
 def generate_stream(
@@ -422,7 +448,7 @@ def sample_tokens(
     eos_token_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Tensor in, tensor out (seed 000's `model.generate`): prompt plus continuation
+    """Tensor in, tensor out (`LANTERNModel.generate`): prompt plus continuation
     (B, L + new); rows that stopped early are padded with EOS."""
     seed = None
     if generator is not None:

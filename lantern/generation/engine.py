@@ -2,7 +2,7 @@
 
 A `TextEngine` turns prompt text into ids and ids into finished completions. `TorchEngine` runs
 a LANTERN model on the decoding core (sampling, beam search, or the adaptive controller);
-`lantern.export.gguf_generate.LlamaCppEngine` runs a GGUF file in llama.cpp. The fronts are
+`lantern.generation.backends.gguf.LlamaCppEngine` runs a GGUF file in llama.cpp. The fronts are
 written once, against this interface.
 """
 

@@ -15,14 +15,24 @@ from lantern.tokenizers import Tokenizer
 from lantern.tokenizers.base import UNK
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str | None) -> list[int]:
-    """Prompt ids; no prompt means "start a new document" (the end-of-sequence token)."""
+def start_of_prompt(prompt: str | None, eos_id: int | None, holder: str) -> list[int] | None:
+    """The one rule for prompts every engine shares: no prompt means "start a new document"
+    (the end-of-sequence token of `holder`, "this tokenizer" or "this GGUF"); an empty one is an
+    error. None: the prompt is text to encode."""
     if prompt is None:
-        if tokenizer.eos_id is None:
-            raise LanternError("this tokenizer has no end-of-sequence token; give a prompt")
-        return [tokenizer.eos_id]
+        if eos_id is None:
+            raise LanternError(f"{holder} has no end-of-sequence token; give a prompt")
+        return [eos_id]
     if not prompt:
         raise LanternError("the prompt is empty; give some text, or leave the prompt out")
+    return None
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str | None) -> list[int]:
+    """Prompt ids; no prompt means "start a new document" (the end-of-sequence token)."""
+    start = start_of_prompt(prompt, tokenizer.eos_id, "this tokenizer")
+    if start is not None:
+        return start
     ids = tokenizer.encode(prompt)
     unk = tokenizer.token_to_id(UNK)
     if unk is not None and unk in ids and UNK not in prompt:

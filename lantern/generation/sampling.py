@@ -130,26 +130,3 @@ def draw(
     if greedy:
         return logits.argmax(dim=-1, keepdim=True)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
-
-
-def filter_logits(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> torch.Tensor:
-    """Scale by temperature and set excluded tokens to -inf. logits: (B, V), float."""
-    rules = SamplingConfig(temperature=max(temperature, 1e-8), top_k=top_k, top_p=top_p).rules()
-    return apply_rules(rules, logits.float())
-
-
-def next_token(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One token per row (B, 1); temperature 0 means greedy."""
-    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
-    return choose(logits, config.rules(), config.greedy, generator=generator)

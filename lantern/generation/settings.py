@@ -1,6 +1,6 @@
 """GenerationConfig: the one settings type for everything that generates.
 
-The command line, the interactive session, chat, the server and seed 000's
+The command line, the interactive session, chat, the server and the
 `GenerationController` all read it. It is a SamplingConfig, whose fields become logits rules;
 `stop_strings`, `eos_token_id` and `max_new_tokens` end a sequence; `think_token_id` is used by
 the adaptive controller only.
@@ -30,7 +30,7 @@ class GenerationConfig(SamplingConfig):
     """The sampling settings (temperature, top-k/p, min-p, penalties: SamplingConfig's fields)
     plus what ends a sequence and how the model runs."""
 
-    max_new_tokens: int = 100  # THINK tokens count too, so the loop always ends
+    max_new_tokens: int = 100  # visible tokens: THINK (at most max_think_tokens in a row) apart
     stop_strings: tuple[str, ...] = ()
     eos_token_id: int | None = None
     think_token_id: int | None = None  # None = never emit THINK

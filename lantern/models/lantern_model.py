@@ -20,7 +20,7 @@ from torch import nn
 
 from lantern.config import LANTERNConfig
 from lantern.errors import LanternError
-from lantern.models.attention import CacheWrite, KVCache
+from lantern.models.kv_cache import CacheWrite, KVCache
 from lantern.models.layers import Block, make_norm
 from lantern.models.positions import AbsolutePositions, Rotary
 
@@ -45,7 +45,7 @@ class StepContext:
     rope: tuple[torch.Tensor, torch.Tensor] | None
     cache: KVCache | None
     write: CacheWrite | None  # where this call's keys/values go in the cache
-    stride: int  # cache layers per block (the depth the cache was built for)
+    stride: int  # the depth the cache was built for: cache layers per recurrent block
     positions: torch.Tensor  # (B|1, L)
 
 
@@ -107,7 +107,7 @@ class RecursiveTransformer(nn.Module):
         """A cache for calls of up to `steps` steps per block, on `like`'s device and dtype."""
         cfg = self.config
         return KVCache(
-            num_layers=cfg.num_blocks * steps,
+            num_layers=cfg.num_layers(steps),
             batch_size=batch_size,
             kv_heads=cfg.kv_heads,
             head_dim=cfg.head_dim,
@@ -134,8 +134,8 @@ class RecursiveTransformer(nn.Module):
         module = self.blocks[block]
         for step in range(start, stop):
             h = self.reinject(h, block_input, block, step)
-            h = module(h, rope=ctx.rope, cache=ctx.cache, layer=block * ctx.stride + step,
-                       write=ctx.write)
+            h = module(h, rope=ctx.rope, cache=ctx.cache,
+                       layer=self.config.first_layer(block, ctx.stride) + step, write=ctx.write)
         return h
 
     def fill_skipped(
@@ -145,19 +145,30 @@ class RecursiveTransformer(nn.Module):
         the keys/values the block would compute from the token's last hidden state (as if it had
         reached a fixed point), so deeper tokens later always find every layer filled. This
         costs one key/value projection per block, not a block application."""
-        if ctx.cache is None or depth >= ctx.stride:
+        cached = self.config.block_steps(block, ctx.stride)
+        if ctx.cache is None or depth >= cached:
             return
         module = self.blocks[block]
         x = module.attn_norm(self.reinject(h, block_input, block, depth))
-        layers = range(block * ctx.stride + depth, (block + 1) * ctx.stride)
+        first = self.config.first_layer(block, ctx.stride)
+        layers = range(first + depth, first + cached)
         module.attn.fill_cache(x, ctx.rope, ctx.cache, layers, ctx.write)
 
-    def run(self, h: torch.Tensor, steps: int, ctx: StepContext) -> torch.Tensor:
-        """Every block at `steps` steps, within a prepared call (the cache not yet advanced)."""
+    def run(
+        self, h: torch.Tensor, steps: int, ctx: StepContext, backprop_steps: int | None = None
+    ) -> torch.Tensor:
+        """Every block at `steps` steps, within a prepared call (the cache not yet advanced).
+
+        `backprop_steps=k` keeps gradients for each block's last k applications only (truncated
+        backpropagation through the recurrence): deep draws cost the memory of k, and the early
+        steps learn only through the shared weights' later uses."""
         for b in range(len(self.blocks)):
-            block_input = h
-            h = self.apply_steps(h, block_input, b, 0, steps, ctx)
-            self.fill_skipped(h, block_input, b, steps, ctx)
+            block_input, depth = h, self.config.block_steps(b, steps)
+            free = max(depth - backprop_steps, 0) if backprop_steps else 0
+            with torch.no_grad():
+                h = self.apply_steps(h, block_input, b, 0, free, ctx)
+            h = self.apply_steps(h, block_input, b, free, depth, ctx)
+            self.fill_skipped(h, block_input, b, depth, ctx)
         return h
 
     def forward(
@@ -166,10 +177,11 @@ class RecursiveTransformer(nn.Module):
         steps_per_block: int | None = None,
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
+        backprop_steps: int | None = None,
     ) -> torch.Tensor:
         steps = steps_per_block or self.config.steps_per_block
         ctx = self.prepare(h.shape[1], cache, position_ids, h.device, steps)
-        h = self.run(h, steps, ctx)
+        h = self.run(h, steps, ctx, backprop_steps)
         self.finish(ctx)
         return self.norm(h)
 
@@ -193,7 +205,7 @@ class LANTERNModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.apply(self._init_weights)
         # Scaled init of the residual projections (GPT-2), by the effective depth.
-        depth = config.num_blocks * config.steps_per_block
+        depth = config.num_layers()
         for name, param in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * depth))
@@ -249,13 +261,14 @@ class LANTERNModel(nn.Module):
         steps_per_block: int | None = None,
         cache: KVCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        backprop_steps: int | None = None,
     ) -> torch.Tensor:
         """Normalized final hidden states (B, L, C) of `idx`, continuing `cache` if given."""
         position_ids, end = positions_after(cache, idx.shape[1], idx.device)
         self.cover_positions(end)
         h = self.embed(idx, position_ids, inputs_embeds)
         return self.transformer(h, steps_per_block=steps_per_block, cache=cache,
-                                position_ids=position_ids)
+                                position_ids=position_ids, backprop_steps=backprop_steps)
 
     def new_cache(
         self, batch_size: int, max_length: int | None = None, steps_per_block: int | None = None
@@ -273,13 +286,15 @@ class LANTERNModel(nn.Module):
         steps_per_block: int | None = None,
         cache: KVCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        backprop_steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position, and the mean next-token loss when targets are given.
 
         Targets equal to -100 are ignored (padding, THINK positions). `inputs_embeds` (B, L, C)
         replaces the token embeddings (e.g. a latent slot); `idx` still gives the shape.
+        `backprop_steps` truncates backpropagation to each block's last applications.
         """
-        logits = self.head(self.hidden(idx, steps_per_block, cache, inputs_embeds))
+        logits = self.head(self.hidden(idx, steps_per_block, cache, inputs_embeds, backprop_steps))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lantern.config import LANTERNConfig
-from lantern.models.attention import CacheWrite, CausalSelfAttention, KVCache
+from lantern.models.attention import CausalSelfAttention
+from lantern.models.kv_cache import CacheWrite, KVCache
 
 RMS_NORM_EPS, LAYER_NORM_EPS = 1e-6, 1e-5  # the defaults of configs without norm_eps
 

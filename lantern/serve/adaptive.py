@@ -25,22 +25,20 @@ from lantern.serve.registry import ServedModel
 from lantern.serve.scheduler import RowFailed
 from lantern.serve.schemas import GenerationFields
 
-DEFAULT_TAUS = (1.0, 2.0, 3.0)
 
-
-def taus(request: GenerationFields) -> tuple[float, float, float]:
-    given = (request.tau_low, request.tau_mid, request.tau_high)
-    return tuple(d if t is None else t for t, d in zip(given, DEFAULT_TAUS, strict=True))
-
-
-def check_adaptive(request: GenerationFields, top_logprobs: int | None) -> tuple[float, float, float]:
-    """The thresholds of an adaptive request; refuse what the controller cannot do."""
+def check_adaptive(request: GenerationFields, top_logprobs: int | None,
+                   served: ServedModel) -> tuple[float, float, float]:
+    """The thresholds of an adaptive request (the model's fitted ones where not given); refuse
+    what the controller cannot do."""
     if top_logprobs is not None:
         raise APIError(400, "logprobs: not available with adaptive: true", param="logprobs")
     if request.depth is not None:
         raise APIError(400, "depth: adaptive: true chooses the depth of every token itself",
                        param="depth")
-    values = taus(request)
+    try:
+        values = served.adaptive.resolve(request.tau_low, request.tau_mid, request.tau_high)
+    except LanternError as exc:
+        raise APIError(400, str(exc), param="tau_high") from None
     try:
         UncertaintyController(*values)
     except LanternError as exc:

@@ -1,10 +1,6 @@
-"""One API request as a job: its prompts become scheduler rows, their events become the
-OpenAI-shaped response (whole, or as stream chunks).
-
-Usage is exact: `prompt_tokens` counts each prompt's ids once (whatever `n`), and
-`completion_tokens` counts every token generated, except the stop token that ended a sequence
-(end-of-sequence, or the chat format's end of turn), which is never part of the text.
-"""
+"""One API request as a job: its prompts become scheduler rows (or an adaptive run), their
+events become each choice's pieces. The response bodies are built from those
+(`lantern.serve.responses`)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,10 +24,6 @@ from lantern.serve.pieces import Piece, piece_of
 from lantern.serve.registry import ServedModel
 from lantern.serve.scheduler import Row
 from lantern.serve.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
-
-DEFAULT_COMPLETION_TOKENS = 16  # the OpenAI completions default
-DEPTH_FACTOR = 4  # `depth` may reach this many times the trained recursion depth
-Top = list[tuple[int, float]]  # a position's top alternatives: (token, logprob), best first
 
 
 @dataclass
@@ -99,9 +91,8 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, limits: 
         if len(fitted) < len(ids):  # echo what the model was given
             texts[-1] = tokenizer.decode(fitted)
         prompt_ids.append(fitted)
-    max_tokens = DEFAULT_COMPLETION_TOKENS if request.max_tokens is None else request.max_tokens
     stop_ids = frozenset({tokenizer.eos_id} - {None} if not request.ignore_eos else ())
-    return _job(request, served, limits, "completion", prompt_ids, texts, max_tokens, stop_ids,
+    return _job(request, served, limits, "completion", prompt_ids, texts, stop_ids,
                 request.logprobs, request.echo)
 
 
@@ -112,10 +103,9 @@ def prepare_chat(request: ChatCompletionRequest, served: ServedModel, limits: Se
         raise APIError(400, f"messages: {exc}", param="messages") from None
     ids = _fit(_encode(served, text), served, request.truncate)
     top = (request.top_logprobs or 0) if request.logprobs else None
-    max_tokens = request.token_limit or limits.max_tokens
     eos = {served.tokenizer.eos_id} if request.ignore_eos else set()
-    return _job(request, served, limits, "chat", [ids], [text], max_tokens,
-                served.chat_format.stop_ids - eos, top, False)
+    return _job(request, served, limits, "chat", [ids], [text], served.chat_format.stop_ids - eos,
+                top, False)
 
 
 def _encode(served: ServedModel, text: str | None) -> list[int]:
@@ -137,37 +127,16 @@ def _fit(ids: list[int], served: ServedModel, truncate: bool) -> list[int]:
                    param="prompt", code="context_length_exceeded")
 
 
-def _job(request: GenerationFields, served: ServedModel, limits: ServeLimits, kind, prompt_ids,
-         texts, max_tokens: int, stop_ids: frozenset[int], top_logprobs: int | None,
-         echo: bool) -> Job:
-    if max_tokens > limits.max_tokens:
-        raise APIError(400, f"max_tokens: at most {limits.max_tokens} on this server (got "
-                       f"{max_tokens})", param="max_tokens")
-    if len(prompt_ids) * request.n > limits.max_n:
-        raise APIError(400, f"n: at most {limits.max_n} sequences per request on this server (got "
-                       f"{len(prompt_ids)} prompt(s) x n={request.n})", param="n")
-    deepest = served.max_depth * DEPTH_FACTOR
-    if request.depth is not None and request.depth > deepest:
-        raise APIError(400, f"depth: at most {deepest} steps per block for this model (trained "
-                       f"with {served.max_depth}; got {request.depth})", param="depth")
-    if max_tokens == 0 and request.adaptive:
-        raise APIError(400, "max_tokens: 0 only scores the prompt; adaptive: true needs tokens to "
-                       "generate", param="max_tokens")
-    try:
-        config = GenerationConfig(  # a prompt-only row (max_tokens 0) never reaches its policy
-            max_new_tokens=max(1, max_tokens), temperature=request.temperature,
-            top_k=request.top_k or None,
-            top_p=request.top_p if request.top_p < 1.0 else None, min_p=request.min_p or None,
-            repetition_penalty=request.repetition_penalty,
-            presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-            stop_strings=request.stop_strings, seed=request.seed,
-            # the model's own depth shares the main batch
-            steps_per_block=None if request.depth == served.max_depth else request.depth)
-    except LanternError as exc:  # the schema checks ranges first; this is the last word
-        raise APIError(400, str(exc).replace("--", "")) from None
-    adaptive = check_adaptive(request, top_logprobs) if request.adaptive else None
+def _job(request: GenerationFields, served: ServedModel, limits: ServeLimits,
+         kind: Literal["completion", "chat"], prompt_ids: list[list[int]], texts: list[str],
+         stop_ids: frozenset[int], top_logprobs: int | None, echo: bool) -> Job:
+    """Either endpoint's prompts as a job, with the request's generation settings and, for an
+    adaptive request, its thresholds."""
+    config = request.generation_config(served, limits)
+    adaptive = check_adaptive(request, top_logprobs, served) if request.adaptive else None
     return Job(served, kind, prompt_ids, texts, config, request.n, request.seed, stop_ids,
-               top_logprobs, echo, max_tokens == 0, adaptive, request.include_usage)
+               top_logprobs, echo, request.token_budget(limits) == 0, adaptive,
+               request.include_usage)
 
 
 # -- events -> pieces -------------------------------------------------------------------------
@@ -207,140 +176,3 @@ async def collect(job: Job) -> list[Choice]:
             if piece.finish_reason is not None:
                 choice.finish_reason = piece.finish_reason
     return choices
-
-
-# -- OpenAI bodies ----------------------------------------------------------------------------
-def usage(job: Job, completion_tokens: int) -> dict:
-    return {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": job.prompt_tokens + completion_tokens}
-
-
-def _token_text(job: Job, token: int) -> str:
-    return job.served.tokenizer.decode([token])
-
-
-def _legacy_logprobs(job: Job, entries: Iterable[tuple[int, float | None, Top | None]],
-                     offset: int) -> dict:
-    """The legacy completions shape: parallel lists, top alternatives as {text: logprob};
-    None where a token has no score (an echoed prompt's first)."""
-    out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for token, logprob, top in entries:
-        text = _token_text(job, token)
-        out["tokens"].append(text)
-        out["token_logprobs"].append(logprob)
-        out["top_logprobs"].append(None if top is None else
-                                   {_token_text(job, t): lp for t, lp in top})
-        out["text_offset"].append(offset)
-        offset += len(text)
-    return out
-
-
-def completion_logprobs(job: Job, pieces_: list[Piece], offset: int) -> dict:
-    return _legacy_logprobs(job, ((p.token, p.logprob, p.top_logprobs) for p in pieces_
-                                  if p.counted), offset)
-
-
-def prompt_logprobs(job: Job, scores: PromptScores) -> dict:
-    """An echoed prompt's logprobs, its text starting at offset 0."""
-    return _legacy_logprobs(job, zip(scores.tokens, scores.logprobs, scores.top_logprobs,
-                                     strict=True), 0)
-
-
-def _joined(first: dict, then: dict) -> dict:
-    return {key: first[key] + then[key] for key in first}
-
-
-def chat_logprobs(job: Job, pieces_: list[Piece]) -> dict:
-    def entry(token: int, logprob: float | None) -> dict:
-        text = _token_text(job, token)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
-    return {"content": [{**entry(p.token, p.logprob),
-                         "top_logprobs": [entry(t, lp) for t, lp in p.top_logprobs]}
-                        for p in pieces_ if p.counted]}
-
-
-def _trace(choice_pieces: list[Piece]) -> list[dict]:
-    return [p.trace for p in choice_pieces if p.trace is not None]
-
-
-def completion_body(job: Job, choices: list[Choice]) -> dict:
-    def content(i: int, c: Choice) -> dict:
-        prefix = job.prompt_texts[i // job.n] if job.echo else ""
-        logprobs = None
-        if job.top_logprobs is not None:
-            logprobs = completion_logprobs(job, c.pieces, len(prefix))
-            if job.scores_prompt:
-                assert c.prompt is not None
-                logprobs = _joined(prompt_logprobs(job, c.prompt), logprobs)
-        return {"text": prefix + c.text, "logprobs": logprobs}
-
-    return _body(job, choices, f"cmpl-{job.id}", "text_completion", content)
-
-
-def chat_body(job: Job, choices: list[Choice]) -> dict:
-    def content(i: int, c: Choice) -> dict:
-        return {"message": {"role": "assistant", "content": c.text},
-                "logprobs": chat_logprobs(job, c.pieces) if job.top_logprobs is not None else None}
-
-    return _body(job, choices, f"chatcmpl-{job.id}", "chat.completion", content)
-
-
-def _body(job: Job, choices: list[Choice], body_id: str, kind: str,
-          content: Callable[[int, Choice], dict]) -> dict:
-    """The response both endpoints share around each choice's own content."""
-    items = []
-    for i, c in enumerate(choices):
-        item = {"index": i, **content(i, c), "finish_reason": c.finish_reason}
-        if job.adaptive is not None:
-            item["adaptive_trace"] = _trace(c.pieces)
-        items.append(item)
-    return {"id": body_id, "object": kind, "created": job.created, "model": job.served.name,
-            "choices": items, "usage": usage(job, sum(c.tokens for c in choices))}
-
-
-async def stream_chunks(job: Job) -> AsyncIterator[dict]:
-    """The chunks of a streamed response (each one `data: {json}`; the caller adds [DONE])."""
-    completion_tokens = 0
-    offsets = [0] * job.num_choices
-    chat = job.kind == "chat"
-    head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{job.id}",
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": job.created, "model": job.served.name}
-    if chat:
-        for i in range(job.num_choices):
-            yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                        "logprobs": None, "finish_reason": None}]}
-    elif job.echo and not job.scores_prompt:
-        for i in range(job.num_choices):
-            offsets[i] = len(job.prompt_texts[i // job.n])
-            yield {**head, "choices": [{"index": i, "text": job.prompt_texts[i // job.n],
-                                        "logprobs": None, "finish_reason": None}]}
-    async with aclosing(pieces(job)) as stream:
-        async for p in stream:
-            if p.prompt is not None and job.scores_prompt:  # the echo, once its scores are in
-                offsets[p.index] = len(job.prompt_texts[p.index // job.n])
-                yield {**head, "choices": [{"index": p.index,
-                                            "text": job.prompt_texts[p.index // job.n],
-                                            "logprobs": prompt_logprobs(job, p.prompt),
-                                            "finish_reason": p.finish_reason}]}
-                continue
-            completion_tokens += p.counted
-            wants_logprobs = job.top_logprobs is not None and p.counted
-            if not (p.text or p.finish_reason or wants_logprobs or p.trace):
-                continue
-            logprobs = None
-            if wants_logprobs:
-                logprobs = (chat_logprobs(job, [p]) if chat
-                            else completion_logprobs(job, [p], offsets[p.index]))
-            offsets[p.index] += len(p.text)
-            choice: dict = {"index": p.index, "logprobs": logprobs, "finish_reason": p.finish_reason}
-            if chat:
-                choice["delta"] = {"content": p.text} if p.text else {}
-            else:
-                choice["text"] = p.text
-            if p.trace is not None:
-                choice["adaptive_trace"] = [p.trace]
-            yield {**head, "choices": [choice]}
-    if job.include_usage:
-        yield {**head, "choices": [], "usage": usage(job, completion_tokens)}

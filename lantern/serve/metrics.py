@@ -1,16 +1,38 @@
-"""Prometheus metrics of one server (its own registry, so several apps never mix counts)."""
+"""Prometheus metrics of one server (its own registry, so several apps never mix counts), and
+the endpoint label each request is counted under."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.routing import BaseRoute
+
+try:  # FastAPI 0.137.2 on keeps an included router as one node of `app.routes`; this opens it
+    from fastapi.routing import iter_route_contexts as _each_route
+except ImportError:  # before, `app.routes` held every route itself
+    _each_route = iter
 
 RATE_WINDOW_S = 10.0  # tokens/s is measured over the last ten seconds
+UNROUTED = "other"  # the label of a path no route serves
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "EndpointLabels", "ServerMetrics"]
+
+
+class EndpointLabels:
+    """A request's endpoint label: the path of the route that serves it (a mount's prefix),
+    read off the app's routes once, so a new route is counted under its own name without a
+    list to keep in step."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self.patterns = [(route.path_regex, route.path) for route in _each_route(list(routes))
+                         if getattr(route, "path_regex", None) is not None]
+
+    def __call__(self, path: str) -> str:
+        return next((label for pattern, label in self.patterns if pattern.match(path)), UNROUTED)
 
 
 class ServerMetrics:

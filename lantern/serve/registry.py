@@ -12,8 +12,9 @@ from functools import cached_property
 from pathlib import Path
 
 from lantern.checkpoint import load_model
+from lantern.controller.thresholds import AdaptiveDefaults, adaptive_defaults
 from lantern.errors import LanternError
-from lantern.export.gguf_generate import is_gguf
+from lantern.generation.backends.gguf import is_gguf
 from lantern.generation.chat_format import ChatFormat, chat_format
 from lantern.generation.prompts import chat_stop_ids
 from lantern.pretrained import KNOWN_MODELS, load_pretrained, model_path
@@ -31,6 +32,7 @@ class ServedModel:
     model: object
     tokenizer: Tokenizer
     scheduler: BatchScheduler
+    adaptive: AdaptiveDefaults = field(default_factory=lambda: adaptive_defaults({}))
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -84,9 +86,10 @@ def load_served_model(name: str, path: str | Path, device, limits: ServeLimits,
     path = model_path(str(path))
     if is_gguf(path):
         model, tokenizer = load_pretrained(path)
-        model = model.to(device)
+        model, state = model.to(device), {}
     else:
-        model, tokenizer, _ = load_model(path, device=device)
+        model, tokenizer, state = load_model(path, device=device)
     scheduler = BatchScheduler(name, model, tokenizer, max_rows=limits.max_batch,
                                max_waiting=limits.max_waiting, metrics=metrics)
-    return ServedModel(name, str(path), model, tokenizer, scheduler)
+    return ServedModel(name, str(path), model, tokenizer, scheduler,
+                       adaptive_defaults(state))

@@ -3,10 +3,12 @@
 Each generated sequence is a row of a `Decoder` (one per recursion depth in use). Every loop
 iteration removes the rows whose clients left, admits waiting rows into free slots (their
 prompts are prefilled at once; a row that echoes its prompt with logprobs is scored in that same
-prefill, and one with `max_tokens: 0` leaves right after it), lets each row's own `RowPolicy`
-pick its next token (its own sampling settings, penalties and seeded generator), hands each
-event to the row's request, drops finished rows and runs one batched `step` for the rest. A
-row therefore joins the running batch at the next step and leaves the moment it is done.
+prefill, and one with `max_tokens: 0` leaves right after it), then runs one step of the
+decoding core's loop (`step_policies`, the code every generator runs): each row's own
+`RowPolicy` picks its next token (its own sampling settings, penalties and seeded generator),
+finished rows leave and one batched `step` runs for the rest; each event goes to its row's
+request. A row therefore joins the running batch at the next step and leaves the moment it is
+done.
 
 The model runs on one worker thread per model (torch releases the GIL), so the event loop keeps
 answering other requests while a step runs. Adaptive requests run on threads of their own that
@@ -27,7 +29,14 @@ from typing import Any, TypeVar
 
 import torch
 
-from lantern.generation.core import Decoder, PromptScores, RowPolicy, TokenEvent, score_prompt
+from lantern.generation.core import (
+    Decoder,
+    PromptScores,
+    RowPolicy,
+    TokenEvent,
+    score_prompt,
+    step_policies,
+)
 from lantern.generation.settings import GenerationConfig
 from lantern.serve.errors import APIError
 from lantern.serve.metrics import ServerMetrics
@@ -230,6 +239,10 @@ class BatchScheduler:
         if not rows:
             return
         self.decoders[depth].remove([row.handle for row in rows])
+        self._forget(depth, rows)
+
+    def _forget(self, depth: int | None, rows: list[Row]) -> None:
+        """Rows already out of the decoder leave their request's bookkeeping too."""
         for row in rows:
             del self.rows[depth][row.handle]
         if not self.rows[depth] and depth is not None:  # free the cache of an unusual depth
@@ -239,8 +252,7 @@ class BatchScheduler:
         """Rows a failed `add` left in the decoder without a request: out."""
         decoder = self.decoders[depth]
         decoder.remove([h for h in decoder.handles if h not in self.rows[depth]])
-        if not self.rows[depth] and depth is not None:
-            del self.decoders[depth], self.rows[depth]
+        self._forget(depth, [])
 
     def _iteration_in_turn(self, admit: list[Row], leaving: list[Row]
                            ) -> list[tuple[Row, TokenEvent | PromptScores | RowFailed]]:
@@ -288,35 +300,35 @@ class BatchScheduler:
                     events.append((row, scores))
             self._remove(depth, scored_only + failed)
         for depth, decoder in list(self.decoders.items()):
-            handles = list(decoder.handles)
-            if not handles:
-                continue
-            logits = decoder.logits
-            finished: list[Row] = []
-            next_tokens: dict[Any, int] = {}
-            for i, handle in enumerate(handles):
-                row = self.rows[depth][handle]
-                assert row.policy is not None
-                try:
-                    token = int(row.policy.choose(logits[i]))
-                    event = row.policy.accept(token)
-                except Exception as exc:
-                    events.append((row, RowFailed.of(exc)))
-                    finished.append(row)
-                    continue
-                events.append((row, event))
+            if decoder.num_rows:
+                events += self._decode(depth, decoder)
+        return events
+
+    def _decode(self, depth: int | None,
+                decoder: Decoder) -> list[tuple[Row, TokenEvent | RowFailed]]:
+        """One token of every row of `decoder`, by the core's `step_policies`: a row whose
+        sampling fails fails alone; a failing step fails the rows it was for, and the decoder
+        goes with them (its cache is in doubt)."""
+        rows = [self.rows[depth][handle] for handle in decoder.handles]
+        events: list[tuple[Row, TokenEvent | RowFailed]] = []
+        done: list[Row] = []
+
+        def failed(index: int, exc: Exception) -> None:
+            events.append((rows[index], RowFailed.of(exc)))
+            done.append(rows[index])
+
+        index_of = {row.handle: i for i, row in enumerate(rows)}
+        try:
+            for index, event in step_policies(decoder, index_of, [row.policy for row in rows],
+                                              on_error=failed):
+                events.append((rows[index], event))
                 if event.finished:
-                    finished.append(row)
-                else:
-                    next_tokens[handle] = token
-            self._remove(depth, finished)
-            if next_tokens:
-                tokens = [next_tokens[h] for h in decoder.handles]
-                try:
-                    decoder.step(torch.tensor(tokens, dtype=torch.long, device=logits.device))
-                except Exception as exc:  # its cache is in doubt: the decoder goes with its rows
-                    events += [(row, RowFailed.of(exc)) for row in self.rows[depth].values()]
-                    del self.decoders[depth], self.rows[depth]
+                    done.append(rows[index])
+        except Exception as exc:
+            events += [(row, RowFailed.of(exc)) for row in rows if row not in done]
+            del self.decoders[depth], self.rows[depth]
+            return events
+        self._forget(depth, done)
         return events
 
 

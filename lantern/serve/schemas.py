@@ -10,12 +10,19 @@ generate through end-of-sequence tokens, e.g. for equal-length load tests).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from lantern.errors import LanternError
 from lantern.generation.sampling import MAX_TEMPERATURE, PENALTY_LIMIT, REPETITION_PENALTY_RANGE
-from lantern.generation.settings import SEED_RANGE
+from lantern.generation.settings import SEED_RANGE, GenerationConfig
+from lantern.serve.errors import APIError
+from lantern.serve.limits import ServeLimits
+
+if TYPE_CHECKING:
+    from lantern.serve.registry import ServedModel
 
 Number = Annotated[float, Field(strict=False, allow_inf_nan=False)]
 TokenId = Annotated[StrictInt, Field(ge=0)]
@@ -23,6 +30,8 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 1000  # characters in one stop string
 StopString = Annotated[StrictStr, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 MAX_TOP_LOGPROBS = 20
+DEFAULT_COMPLETION_TOKENS = 16  # the OpenAI completions default
+DEPTH_FACTOR = 4  # `depth` may reach this many times the trained recursion depth
 
 
 class StrictModel(BaseModel):
@@ -76,6 +85,46 @@ class GenerationFields(StrictModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    @abstractmethod
+    def prompt_count(self) -> int:
+        """How many prompts the request sends (each one makes `n` sequences)."""
+
+    @abstractmethod
+    def token_budget(self, limits: ServeLimits) -> int:
+        """Tokens to generate per sequence: the request's own, or its endpoint's default."""
+
+    def generation_config(self, served: ServedModel, limits: ServeLimits) -> GenerationConfig:
+        """The settings every sequence of this request decodes with (as vLLM's
+        `to_sampling_params`), for both endpoints; what this server or model cannot do is
+        refused here (400), each check naming its field."""
+        max_tokens = self.token_budget(limits)
+        if max_tokens > limits.max_tokens:
+            raise APIError(400, f"max_tokens: at most {limits.max_tokens} on this server (got "
+                           f"{max_tokens})", param="max_tokens")
+        if self.prompt_count * self.n > limits.max_n:
+            raise APIError(400, f"n: at most {limits.max_n} sequences per request on this server "
+                           f"(got {self.prompt_count} prompt(s) x n={self.n})", param="n")
+        deepest = served.max_depth * DEPTH_FACTOR
+        if self.depth is not None and self.depth > deepest:
+            raise APIError(400, f"depth: at most {deepest} steps per block for this model "
+                           f"(trained with {served.max_depth}; got {self.depth})", param="depth")
+        if max_tokens == 0 and self.adaptive:
+            raise APIError(400, "max_tokens: 0 only scores the prompt; adaptive: true needs tokens "
+                           "to generate", param="max_tokens")
+        try:
+            return GenerationConfig(  # a prompt-only row (max_tokens 0) never reaches its policy
+                max_new_tokens=max(1, max_tokens), temperature=self.temperature,
+                top_k=self.top_k or None,
+                top_p=self.top_p if self.top_p < 1.0 else None, min_p=self.min_p or None,
+                repetition_penalty=self.repetition_penalty,
+                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                stop_strings=self.stop_strings, seed=self.seed,
+                # the model's own depth shares the main batch
+                steps_per_block=None if self.depth == served.max_depth else self.depth)
+        except LanternError as exc:  # the fields check ranges first; this is the last word
+            raise APIError(400, str(exc).replace("--", "")) from None
+
 
 class CompletionRequest(GenerationFields):
     """`echo` with `logprobs` scores the prompt too (as evaluation harnesses ask);
@@ -93,6 +142,13 @@ class CompletionRequest(GenerationFields):
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens: 0 generates nothing; it is only allowed with echo: true")
         return self
+
+    @property
+    def prompt_count(self) -> int:
+        return len(self.prompts())
+
+    def token_budget(self, limits: ServeLimits) -> int:
+        return DEFAULT_COMPLETION_TOKENS if self.max_tokens is None else self.max_tokens
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt as text or as token ids."""
@@ -135,8 +191,11 @@ class ChatCompletionRequest(GenerationFields):
         return self
 
     @property
-    def token_limit(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
+    def prompt_count(self) -> int:
+        return 1
+
+    def token_budget(self, limits: ServeLimits) -> int:
+        return self.max_completion_tokens or self.max_tokens or limits.max_tokens
 
 
 class TokenizeRequest(StrictModel):

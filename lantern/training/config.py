@@ -41,6 +41,9 @@ class ModelSection:
     attention_window: int | None = None
     attention_sink: int | None = None
     reinject_input: bool | None = None
+    prelude_blocks: int | None = None
+    coda_blocks: int | None = None
+    qkv_bias: bool | None = None
     init_from: str | None = None
 
 
@@ -85,7 +88,9 @@ class LoopSection:
     epochs: float | None = None
     seed: int = 1337
     depth_schedule: str | None = None
+    backprop_steps: int | None = None
     pause_tokens: int = 0
+    pause_after: str | None = None
     skip_nonfinite: int = 0
 
 
@@ -209,7 +214,7 @@ class TrainConfig:
             if value <= 0:
                 raise LanternError(f"--{name} must be positive (got {value})")
         sizes = {"corpus_chars": self.data.corpus_chars, "vocab_size": self.data.vocab_size,
-                 "epochs": loop.epochs}
+                 "epochs": loop.epochs, "backprop_steps": loop.backprop_steps}
         for name, value in sizes.items():
             if value is not None and value <= 0:
                 raise LanternError(f"--{name} must be positive (got {value})")
@@ -227,6 +232,9 @@ class TrainConfig:
             DepthSchedule.parse(loop.depth_schedule)
         if loop.pause_tokens < 0 or loop.skip_nonfinite < 0:
             raise LanternError("--pause_tokens and --skip_nonfinite must not be negative")
+        if loop.pause_after is not None and not loop.pause_tokens:
+            raise LanternError("--pause_after says where --pause_tokens go; give --pause_tokens "
+                               "too")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise LanternError(f"--val_fraction must be between 0 and 1 (got {self.data.val_fraction})")
         if not 0.0 <= self.ema.ema_decay < 1.0:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lantern.config import LANTERNConfig
+from lantern.controller.thresholds import AdaptiveDefaults, fit_thresholds
 from lantern.data.batches import WindowSampler, eval_windows
 from lantern.data.corpus import RunData, sample_prompt
 from lantern.data.corpus import prepare_data as prepare_run_data
@@ -38,10 +39,13 @@ from lantern.training.logs import LOG_FILE, MetricsLogger
 from lantern.training.loop import StopRequest
 from lantern.training.lora import LoraSettings, attach_lora, merged_state_dicts, trainable_summary
 from lantern.training.optim import LRSchedule, make_optimizer
-from lantern.training.pause import insert_pause_tokens
+from lantern.training.pause import insert_pause_tokens, insert_pauses_after
 from lantern.training.precision import Precision
 
 __all__ = ["TrainConfig", "Trainer", "prepare_data", "resolve_resume", "train"]
+
+
+THRESHOLD_BATCHES = 4  # held-out batches the adaptive thresholds are fitted on
 
 
 def prepare_data(cfg: TrainConfig, tokenizer=None) -> RunData:
@@ -159,6 +163,13 @@ class Trainer:
         self.depth_generator = torch.Generator().manual_seed(loop.seed)
         if loop.pause_tokens and self.data.tokenizer.think_id is None:
             raise LanternError("--pause_tokens needs a tokenizer with a <think> token")
+        self.pause_marker = None
+        if loop.pause_after is not None:
+            marker = self.data.tokenizer.encode(loop.pause_after)
+            if len(marker) != 1:
+                raise LanternError(f"--pause_after {loop.pause_after!r} is {len(marker)} tokens "
+                                   "for this tokenizer; it must be exactly one")
+            self.pause_marker = marker[0]
 
     def build_evaluation_and_saving(self) -> None:
         cfg = self.cfg
@@ -166,6 +177,8 @@ class Trainer:
                                    cfg.loop.batch_size, cfg.eval.eval_batches)
         self.evaluator = Evaluator(cfg.eval, val_batches, self.precision, self.data.tokenizer,
                                    sample_prompt(self.data), cfg.loop.seed)
+        self.threshold_batches = val_batches[:THRESHOLD_BATCHES]
+        self.adaptive: AdaptiveDefaults | None = None
         metadata = {"config": self.model_config.to_dict(), "tokenizer": self.data.tokenizer.to_json(),
                     "train_config": cfg.to_dict()}
         self.checkpointer = Checkpointer(self.out, self.dist, metadata, sharded=cfg.distributed.fsdp)
@@ -208,16 +221,25 @@ class Trainer:
     def world_size_changed(self, state: dict[str, Any]) -> bool:
         return len(state.get("rng_per_rank") or [None]) != self.dist.world_size
 
+    def insert_pauses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """THINK tokens of `--pause_tokens`: at random, or after each `--pause_after` token."""
+        loop, think_id = self.cfg.loop, self.data.tokenizer.think_id
+        if not loop.pause_tokens:
+            return x, y
+        if self.pause_marker is not None:
+            return insert_pauses_after(x, y, think_id, self.pause_marker, loop.pause_tokens)
+        return insert_pause_tokens(x, y, think_id, loop.pause_tokens)
+
     def micro_step(self, sync: bool) -> torch.Tensor:
         """Forward and backward on one micro-batch; returns its (unscaled) loss."""
         x, y = self.sampler.next_batch()
         device = self.precision.device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if self.cfg.loop.pause_tokens:
-            x, y = insert_pause_tokens(x, y, self.data.tokenizer.think_id, self.cfg.loop.pause_tokens)
+        x, y = self.insert_pauses(x, y)
         depth = self.depths.sample(self.depth_generator) if self.depths else None
         with self.dist.sync_gradients(self.wrapped, sync), self.precision.autocast():
-            _, loss = self.wrapped(x, y, steps_per_block=depth)
+            _, loss = self.wrapped(x, y, steps_per_block=depth,
+                                   backprop_steps=self.cfg.loop.backprop_steps)
             self.precision.backward(loss / self.cfg.loop.grad_accum)
         return loss.detach().float()
 
@@ -294,8 +316,11 @@ class Trainer:
         return plain.to(self.precision.device)
 
     def extra(self) -> dict[str, Any]:
-        return {"epoch": self.log.epoch(self.step), "val_loss": self.metrics.get("val_loss"),
-                "best_val_loss": self.best_val}
+        extra = {"epoch": self.log.epoch(self.step), "val_loss": self.metrics.get("val_loss"),
+                 "best_val_loss": self.best_val}
+        if self.adaptive is not None:
+            extra["adaptive"] = self.adaptive.to_checkpoint()
+        return extra
 
     def save_weights(self, name: str) -> None:
         with merged_state_dicts(self.model, self.lora):  # LoRA adapters merged: a plain model
@@ -318,7 +343,18 @@ class Trainer:
                      f"`lantern train --resume_from {self.out}`")
         raise KeyboardInterrupt
 
+    def fit_adaptive_thresholds(self) -> None:
+        """Thresholds for `--adaptive` from the final weights' own uncertainty on held-out
+        windows (`lantern.controller.thresholds`), saved with the final model."""
+        with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():
+            model = self.plain_model()
+            if model is not None:
+                device = self.precision.device
+                windows = [(x.to(device), y.to(device)) for x, y in self.threshold_batches]
+                self.adaptive = fit_thresholds(model, windows, bool(self.cfg.loop.pause_tokens))
+
     def finish(self) -> dict[str, Any]:
+        self.fit_adaptive_thresholds()
         self.save_weights("final_model.pt")
         samples = []
         with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():

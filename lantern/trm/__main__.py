@@ -1,4 +1,4 @@
-"""`python -m lantern.trm STEP ...` is `lantern trm STEP ...` (the guide's `-m` calls)."""
+"""`python -m lantern.trm STEP ...` is `lantern trm STEP ...` (for scripts that call it with `-m`)."""
 
 import sys
 

@@ -1,6 +1,6 @@
 """Phase 2: train SequenceTRM on hidden-state pairs.
 
-Differences from the guide, each on purpose:
+Differences from a plain TRM recipe, each on purpose:
 - the learning-rate schedule is counted in optimizer steps (one per supervision step with
   per-step updates), so it ends where training ends instead of 8x too early;
 - a validation split; its cosine is reported next to the cosine of predicting the training mean;

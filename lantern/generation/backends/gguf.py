@@ -8,7 +8,6 @@ another device) is refused by name.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -16,9 +15,10 @@ from pathlib import Path
 from lantern.chat_template import END_ASSISTANT, USER
 from lantern.errors import LanternError
 from lantern.export.file_kind import is_gguf_file
-from lantern.export.llamacpp import LlamaCppModel
+from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.generation.chat_format import ChatFormat, has_own_template, own_format
 from lantern.generation.engine import OnText
+from lantern.generation.prompts import start_of_prompt
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
 
@@ -26,18 +26,6 @@ from lantern.generation.textgen import Completion
 def is_gguf(path: str | Path) -> bool:
     """Named .gguf (a file that is no GGUF is refused, naming what it is), or a GGUF by content."""
     return Path(path).suffix == ".gguf" or is_gguf_file(path)
-
-
-def refuse_pytorch_only(args: argparse.Namespace) -> None:
-    flags = [f"--{n}" for n in ("adaptive", "steps_per_block", "tokenizer", "batch_size")
-             if getattr(args, n, None) is not None and getattr(args, n) is not False]  # 0 is given
-    if getattr(args, "num_beams", 1) != 1:
-        flags.append("--num_beams")
-    if flags:
-        raise LanternError(f"{', '.join(flags)}: not available for a .gguf model (llama.cpp runs it); "
-                           "use the run directory or .pt checkpoint")
-    if getattr(args, "device", "auto") not in ("auto", "cpu"):
-        raise LanternError(f"--device {args.device}: a .gguf model runs on the CPU through llama.cpp")
 
 
 class LlamaCppEngine:
@@ -63,13 +51,8 @@ class LlamaCppEngine:
 
     def encode(self, text: str | None) -> list[int]:
         """The prompt's ids by llama.cpp's tokenizer; no prompt starts a new document (EOS)."""
-        if text is None:
-            if self.eos_id is None:
-                raise LanternError("this GGUF has no end-of-sequence token; give a prompt")
-            return [self.eos_id]
-        if not text:
-            raise LanternError("the prompt is empty; give some text, or leave the prompt out")
-        return self.model.tokenize(text)
+        start = start_of_prompt(text, self.eos_id, "this GGUF")
+        return start if start is not None else self.model.tokenize(text)
 
     def stop_ids(self, chat: bool) -> set[int]:
         return set(self.chat_format.stop_ids) if chat else {self.eos_id} - {None}
@@ -90,9 +73,9 @@ class LlamaCppEngine:
         results = []
         for i, (prompt, ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
             if not self.model.can_slide and len(ids) + config.max_new_tokens > self.context_length:
-                print(f"lantern: warning: llama.cpp cannot slide a GPT-2 model's learned positions "
-                      f"past its context; generation ends at {self.model.context_length} tokens",
-                      file=sys.stderr)
+                print(f"lantern: warning: llama.cpp cannot slide a {self.model.info['architecture']} "
+                      f"model's learned positions past its context; generation ends at "
+                      f"{self.model.context_length} tokens", file=sys.stderr)
             show = None if on_text is None else (lambda piece, row=i: on_text(row, piece))
             results.append(self.model.generate(ids, config, stop_ids, on_text=show, prompt=prompt,
                                                row=first_row + i))

@@ -9,15 +9,17 @@ import time
 from collections.abc import Callable, Collection, Sequence
 
 from lantern.controller.generation import GenerationController, TokenTrace
+from lantern.controller.thresholds import AdaptiveDefaults
 from lantern.controller.uncertainty import UncertaintyController
+from lantern.errors import LanternError
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import Tokenizer
 
-ADAPTIVE_ONLY = ("tau_low", "tau_mid", "tau_high", "mc_samples", "mc_dropout", "show_think",
+ADAPTIVE_ONLY = ("tau_low", "tau_mid", "tau_high", "exit_kl", "mc_samples", "mc_dropout", "show_think",
                  "trace")
-ADAPTIVE_DEFAULTS = {"tau_low": 1.0, "tau_mid": 2.0, "tau_high": 3.0, "mc_samples": 4}
+MC_SAMPLES = 4
 
 
 def add_adaptive_flags(p: argparse.ArgumentParser) -> None:
@@ -26,14 +28,21 @@ def add_adaptive_flags(p: argparse.ArgumentParser) -> None:
                        help="choose recursion depth, Monte-Carlo-dropout passes and THINK tokens "
                        "per token from its uncertainty")
     group.add_argument("--tau_low", type=float, default=None,
-                       help="above: recurse deeper than the shallowest depth [1.0]")
+                       help="above: recurse deeper than the shallowest depth [fitted at the end "
+                       "of training: the 20%% most uncertain tokens go deeper]")
     group.add_argument("--tau_mid", type=float, default=None,
-                       help="above: maximum depth with Monte-Carlo-dropout passes [2.0]")
+                       help="above: maximum depth with Monte-Carlo-dropout passes [fitted: 5%% "
+                       "of tokens at the middle depth]")
     group.add_argument("--tau_high", type=float, default=None,
-                       help="above: emit THINK tokens and stay at maximum depth [3.0]")
+                       help="above: emit THINK tokens and stay at maximum depth [fitted: 2%% of "
+                       "tokens, for models trained with --pause_tokens; others emit no THINK]")
+    group.add_argument("--exit_kl", type=float, default=None,
+                       help="let each token's depth decide itself: recurse while the next-token "
+                       "distribution still moves by more than this KL (nats) per step, instead "
+                       "of --tau_low/--tau_mid [off]")
     group.add_argument("--mc_samples", type=int, default=None,
-                       help="Monte-Carlo-dropout passes [4; none for a model trained without "
-                       "dropout unless --mc_dropout is given]")
+                       help=f"Monte-Carlo-dropout passes [{MC_SAMPLES}; none for a model trained "
+                       "without dropout unless --mc_dropout is given]")
     group.add_argument("--mc_dropout", type=float, default=None,
                        help="dropout rate of those passes [the model's trained rate]")
     group.add_argument("--show_think", action="store_true", help="print THINK tokens in the text")
@@ -41,20 +50,25 @@ def add_adaptive_flags(p: argparse.ArgumentParser) -> None:
                        help="print each token's uncertainty, depth and THINK flag to stderr")
 
 
-def uncertainty_from_args(args: argparse.Namespace, steps_per_block: int | None) -> UncertaintyController:
-    value = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-             for k, v in ADAPTIVE_DEFAULTS.items()}
-    return UncertaintyController(value["tau_low"], value["tau_mid"], value["tau_high"],
-                                 max_steps=steps_per_block, mc_samples=value["mc_samples"],
-                                 mc_dropout=args.mc_dropout)
+def uncertainty_from_args(args: argparse.Namespace, steps_per_block: int | None,
+                          defaults: AdaptiveDefaults) -> UncertaintyController:
+    if args.exit_kl is not None and (args.tau_low is not None or args.tau_mid is not None):
+        raise LanternError("--exit_kl decides depth by convergence; --tau_low and --tau_mid "
+                           "decide it by uncertainty: give one or the other")
+    tau_low, tau_mid, tau_high = defaults.resolve(args.tau_low, args.tau_mid, args.tau_high)
+    mc_samples = MC_SAMPLES if args.mc_samples is None else args.mc_samples
+    return UncertaintyController(tau_low, tau_mid, tau_high, max_steps=steps_per_block,
+                                 mc_samples=mc_samples, mc_dropout=args.mc_dropout,
+                                 exit_kl=args.exit_kl)
 
 
 Generate = Callable[..., list[Completion]]
 
 
-def adaptive_generator(args: argparse.Namespace, model: LANTERNModel, tokenizer: Tokenizer) -> Generate:
+def adaptive_generator(args: argparse.Namespace, model: LANTERNModel, tokenizer: Tokenizer,
+                       defaults: AdaptiveDefaults) -> Generate:
     """A drop-in for `complete` that generates adaptively and reports what it did on stderr."""
-    uc = uncertainty_from_args(args, args.steps_per_block)
+    uc = uncertainty_from_args(args, args.steps_per_block, defaults)
     probe = GenerationController(model, uncertainty_controller=uc)
     if not probe.has_epistemic_signal and uc.mc_samples:
         print("lantern: note: this model was trained without dropout, so it has no "
@@ -104,7 +118,7 @@ def report(trace: list[TokenTrace], tokenizer: Tokenizer, args: argparse.Namespa
             print(f"{tokenizer.decode([t.token])!r:>10} uncertainty {t.uncertainty:.2f} "
                   f"depth {t.depth} applications {t.applications}{' THINK' if t.think else ''}",
                   file=sys.stderr)
-    deepest = uc.depths(model.config.steps_per_block)[2] * model.config.num_blocks
+    deepest = model.config.num_layers(uc.depths(model.config.steps_per_block)[2])
     runs = sum(t.applications for t in trace)
     print(f"adaptive: {len(trace)} tokens, {sum(t.think for t in trace)} THINK, mean depth "
           f"{sum(t.depth for t in trace) / max(len(trace), 1):.2f}, compute "

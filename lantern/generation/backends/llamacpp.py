@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lantern.errors import LanternError
+from lantern.export.arches import can_shift_positions
 from lantern.export.describe import gguf_summary
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
@@ -50,8 +51,8 @@ class LlamaCppModel:
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
         params.n_parallel = 1
         # Past the context llama.cpp drops the oldest half and goes on, shifting RoPE keys;
-        # learned positions (gpt2) cannot shift, so there generation ends at the context.
-        self.can_slide = self.info["architecture"] != "gpt2"
+        # learned positions cannot shift, so there generation ends at the context.
+        self.can_slide = can_shift_positions(self.info["architecture"])
         params.ctx_shift = self.can_slide
         if exact:
             params.cache_type_k = params.cache_type_v = xlc.ggml_type.GGML_TYPE_F32
