@@ -351,7 +351,8 @@ class Trainer:
             if model is not None:
                 device = self.precision.device
                 windows = [(x.to(device), y.to(device)) for x, y in self.threshold_batches]
-                self.adaptive = fit_thresholds(model, windows, bool(self.cfg.loop.pause_tokens))
+                with self.precision.autocast():  # in the precision the model was evaluated in
+                    self.adaptive = fit_thresholds(model, windows, bool(self.cfg.loop.pause_tokens))
 
     def finish(self) -> dict[str, Any]:
         self.fit_adaptive_thresholds()
