@@ -23,6 +23,7 @@ from lantern.errors import LanternError
 
 DEEPER, DEEPEST, THINK = 0.2, 0.05, 0.02
 UNFITTED_TAUS = (1.0, 2.0, 3.0)  # checkpoints saved before thresholds were fitted
+SCORE_ROWS = 1024  # positions scored at a time: probabilities of a 49k vocabulary stay ~200 MB
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ def fit_thresholds(model: Any, windows: Iterable[tuple[torch.Tensor, torch.Tenso
         for x, _ in windows:
             for depth, found in scores.items():
                 logits, _ = model(x, steps_per_block=depth)
-                probs = torch.softmax(logits.float(), dim=-1).flatten(0, 1)
-                found.append(uc.signals(probs, embedding).score)
+                for rows in logits.flatten(0, 1).split(SCORE_ROWS):  # bounded memory for big
+                    probs = torch.softmax(rows.float(), dim=-1)     # vocabularies
+                    found.append(uc.signals(probs, embedding).score)
     finally:
         model.train(was_training)
     if not scores[shallow]:
