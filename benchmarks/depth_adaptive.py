@@ -23,9 +23,9 @@ import argparse
 import torch
 from depth_common import TRAIN_DEPTH, held_out_windows, recipe_model
 
-from lantern.controller.generation import GenerationConfig, GenerationController
-from lantern.controller.thresholds import adaptive_defaults
-from lantern.controller.uncertainty import UncertaintyController
+from lantern.generation.adaptive.controller import GenerationConfig, GenerationController
+from lantern.generation.adaptive.thresholds import adaptive_defaults
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 
 INF = float("inf")
 

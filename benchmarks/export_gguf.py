@@ -5,7 +5,7 @@
    the trainer's validation tail), each token scored from its window's prefix, on both sides.
    llama.cpp runs with an F32 KV cache and flash attention off.
 2. Generation speed at batch 1: greedy decoding of the same prompt for the same number of new
-   tokens; LANTERN's PyTorch path (`model.generate`, KV cache) against llama.cpp (its default
+   tokens; LANTERN's PyTorch path (`LLM.generate`, KV cache) against llama.cpp (its default
    F16 KV cache) at F32 and Q8_0; 1 thread each; medians of alternating repeats. Both times
    include the prompt's prefill.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from lantern.api import LLM
 from lantern.checkpoint import load_model
 from lantern.export.gguf_export import export_gguf
 from lantern.generation.backends.llamacpp import LlamaCppModel
@@ -102,7 +103,7 @@ def main() -> None:
             for name, gguf in runners.items():
                 start = time.perf_counter()
                 if gguf is None:
-                    out = model.generate(x, max_new_tokens=new, temperature=0)
+                    out = LLM(model).generate(x, max_new_tokens=new, temperature=0)
                     assert out.shape[1] == len(prompt) + new
                 else:
                     assert len(gguf.greedy(prompt, new, ignore_eos=True)) == new

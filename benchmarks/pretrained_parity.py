@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from lantern.api import LLM
 from lantern.generation.backends.llamacpp import LlamaCppModel
 from lantern.pretrained import load_pretrained, resolve
 
@@ -62,7 +63,7 @@ def greedy_agreement(model, tokenizer, path, new_tokens: int) -> None:
         for question in QUESTIONS:
             ids = tokenizer.encode(chatml(question))
             with torch.no_grad():
-                ours = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens,
+                ours = LLM(model).generate(torch.tensor([ids]), max_new_tokens=new_tokens,
                                       temperature=0)[0, len(ids):].tolist()
             if tokenizer.eos_id in ours:
                 ours = ours[: ours.index(tokenizer.eos_id) + 1]

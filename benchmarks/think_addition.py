@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from lantern.checkpoint import load_model
-from lantern.controller.generation import GenerationConfig, GenerationController
-from lantern.controller.uncertainty import UncertaintyController
+from lantern.generation.adaptive.controller import GenerationConfig, GenerationController
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 from lantern.training.trainer import TrainConfig, train
 
 INF = float("inf")

@@ -18,6 +18,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,16 +82,18 @@ class RefGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def train_reference(train_ids: torch.Tensor, vocab: int, steps: int) -> tuple[RefGPT, float]:
-    """nanoGPT's loop: random windows, AdamW, warmup + cosine, clipping. Returns tokens/s."""
+def reference_steps(train_ids: torch.Tensor, vocab: int,
+                    steps: int) -> Iterator[tuple[int, RefGPT, float]]:
+    """nanoGPT's loop: random windows, AdamW, warmup + cosine, clipping. Yields after each
+    step: its number, the model, and the seconds the step took."""
     torch.manual_seed(1337)
     model = RefGPT(vocab)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=(0.9, 0.99))
-    start = time.perf_counter()
     for step in range(steps):
+        start = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = learning_rate_at(step, LR, MIN_LR, WARMUP, steps)
         ix = torch.randint(len(train_ids) - CONTEXT - 1, (BATCH,))
@@ -101,7 +104,13 @@ def train_reference(train_ids: torch.Tensor, vocab: int, steps: int) -> tuple[Re
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return model, steps * BATCH * CONTEXT / (time.perf_counter() - start)
+        yield step + 1, model, time.perf_counter() - start
+
+
+def train_reference(train_ids: torch.Tensor, vocab: int, steps: int) -> tuple[RefGPT, float]:
+    """The reference trained `steps` steps; returns it and its tokens/s."""
+    runs = [(model, took) for _, model, took in reference_steps(train_ids, vocab, steps)]
+    return runs[-1][0], steps * BATCH * CONTEXT / sum(took for _, took in runs)
 
 
 @torch.no_grad()

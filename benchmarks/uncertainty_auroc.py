@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from depth_common import TRAIN_DEPTH, held_out_windows, trained_model
 
-from lantern.controller.generation import GenerationConfig, GenerationController
-from lantern.controller.uncertainty import UncertaintyController
+from lantern.generation.adaptive.controller import GenerationConfig, GenerationController
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -1,22 +1,22 @@
-"""Acceptance (d): sliding-window attention (w = 256) against full attention, and the KV cache.
+"""Sliding-window attention (w = 256) against full causal attention, and the ring KV cache.
 
-Part 1, training: one forward + backward of a 1-block model (width 128, 4 heads, RoPE) on one
-sequence of L = 4096 and 8192 tokens, each configuration in its own subprocess so its peak
-resident memory (ru_maxrss, above the memory held before the pass) is its own:
-- full:        full causal attention (PyTorch's fused flash SDPA kernel: O(L) memory, O(L^2) time);
-- full-math:   full causal attention with the L x L scores materialized (SDPA's math kernel);
-- dense-mask:  the window as a dense L x L boolean mask (what an O(L^2) "sliding window" does);
-- window:      LANTERN's blocked sliding window, O(L * w).
-Time is the best of 3 passes.
+Both sides are the same 1-block model (width 128, 4 heads of 32, RoPE) with a 32-wide MLP, so
+attention dominates, on one thread; each measurement runs in its own subprocess, so its peak
+resident memory (ru_maxrss, above the memory held after a short warm-up pass) is its own:
+- full:   full causal attention through `scaled_dot_product_attention(is_causal=True)`, PyTorch's
+          fused flash kernel (O(L) memory, O(L^2) time, fully masked key tiles skipped);
+- window: LANTERN's blocked sliding window (`blocked_window_attention`, O(L * w)).
+Figures are medians of `--repeats` runs, the two sides alternating.
 
-Part 2, prefill: the decoding core encodes one prompt of L tokens (inference, no gradient) into
-its KV cache, same model and modes as part 1, so a windowed model's prefill is measured against
-full attention and against the dense-mask window.
-
-Part 3, generation: 10,000 tokens decoded one at a time by a windowed model with its ring-buffer
+Part 1, train: one forward + backward of the language-model loss on one sequence of L tokens.
+Part 2, prefill: the decoding core encodes one prompt of L tokens into its KV cache (inference).
+Part 3, attention: the attention op alone, forward + backward, on random q, k, v of the model's
+shape (4 heads of 32): `scaled_dot_product_attention(is_causal=True)` against
+`blocked_window_attention`, without the rest of the model that both sides share.
+Part 4, generate: 10,000 tokens decoded one at a time by the windowed model with its ring-buffer
 KV cache; cache bytes and process memory every 2,000 tokens, against what a full cache needs.
 
-    .venv/bin/python benchmarks/window_memory.py          # ~3 min on 2 cores
+    nice -n 5 .venv/bin/python benchmarks/window_memory.py   # ~25 min on a busy 2-core machine
 """
 
 from __future__ import annotations
@@ -24,19 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import lantern.models.attention as attention
 from lantern.config import LANTERNConfig
 from lantern.generation.core import Decoder
+from lantern.models.attention import blocked_window_attention
 from lantern.models.lantern_model import LANTERNModel
 
 WINDOW = 256
+MODES = ("full", "window")
+WARMUP_LENGTH = 512
 
 
 def resident_mb() -> float:
@@ -48,69 +50,95 @@ def resident_mb() -> float:
 
 
 def model_for(length: int, window: int | None) -> LANTERNModel:
+    """1 block, width 128, 4 heads of 32, RoPE, a 32-wide MLP: attention dominates the cost."""
     torch.manual_seed(0)
     return LANTERNModel(LANTERNConfig(vocab_size=256, context_length=length, hidden_size=128,
                                       num_heads=4, num_blocks=1, steps_per_block=1,
-                                      position="rope", attention_window=window))
+                                      mlp_hidden_size=32, position="rope",
+                                      attention_window=window))
 
 
-def dense_window_attention(q, k, v, window, sink=0, dropout_p=0.0):
-    """The same window as one dense L x L boolean mask: equal work for the O(L^2) baseline."""
-    index = torch.arange(q.shape[2], device=q.device)
-    mask = attention.window_allows(index, index, window, sink)
-    return torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=k.shape[1] != q.shape[1])
+def attention_pass(mode: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """The attention op alone, forward + backward."""
+    if mode == "full":
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        out = blocked_window_attention(q, k, v, WINDOW)
+    out.backward(torch.ones_like(out))
+
+
+def run_pass(model: LANTERNModel, task: str, x: torch.Tensor) -> None:
+    if task == "train":
+        _, loss = model(x, x)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        with torch.no_grad():
+            Decoder(model).add(x.tolist())
 
 
 def child(task: str, mode: str, length: int) -> None:
-    """One configuration; prints {"peak_mb", "seconds"} as JSON. task: train or prefill."""
-    torch.set_num_threads(2)
-    model = model_for(length, None if mode.startswith("full") else WINDOW)
-    if mode == "dense-mask":
-        attention.blocked_window_attention = dense_window_attention
-    x = torch.randint(0, 256, (1, length))
+    """One pass of one configuration, its inputs made beforehand; prints {"peak_mb", "seconds"}
+    as JSON."""
+    torch.set_num_threads(1)
+    if task == "attention":
+        def make(n: int) -> list[torch.Tensor]:  # the model's shape: 4 heads of 32
+            return [torch.randn(1, 4, n, 32, requires_grad=True) for _ in range(3)]
+
+        def run(inputs: list[torch.Tensor]) -> None:
+            attention_pass(mode, *inputs)
+    else:
+        model = model_for(length, None if mode == "full" else WINDOW)
+        model.train(task == "train")
+
+        def make(n: int) -> torch.Tensor:
+            return torch.randint(0, 256, (1, n))
+
+        def run(inputs: torch.Tensor) -> None:
+            run_pass(model, task, inputs)
+    run(make(min(length, WARMUP_LENGTH)))
+    inputs = make(length)
     before = resident_mb()
-    times = []
-    kernel = [SDPBackend.MATH] if mode == "full-math" else [SDPBackend.FLASH_ATTENTION,
-                                                            SDPBackend.MATH]
-    for _ in range(3):
-        start = time.perf_counter()
-        with sdpa_kernel(kernel):
-            if task == "train":
-                _, loss = model(x, x)
-                loss.backward()
-            else:
-                model.eval()
-                Decoder(model).add(x.tolist())
-        times.append(time.perf_counter() - start)
-        model.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    run(inputs)
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mb": peak - before, "seconds": min(times)}))
+    print(json.dumps({"peak_mb": peak - before, "seconds": seconds}))
 
 
-def table(task: str, lengths: list[int]) -> None:
-    modes = ("full", "full-math", "dense-mask", "window")
-    results = {}
+def measure(task: str, mode: str, length: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", task, mode, str(length)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(task: str, lengths: list[int], repeats: int, long_repeats: int) -> None:
+    what = {"train": "forward + backward of the loss",
+            "prefill": "prefill into the KV cache (inference, no gradient)",
+            "attention": "the attention op alone, forward + backward"}[task]
+    print(f"\n{what}, one sequence, window {WINDOW}, one thread; medians of alternating repeats")
+    print("| L | repeats | full: time | window: time | time, window / full | "
+          "full: extra peak | window: extra peak | memory, window / full |")
+    print("|---|---|---|---|---|---|---|---|")
     for length in lengths:
-        for mode in modes:
-            out = subprocess.run([sys.executable, __file__, "--child", task, mode, str(length)],
-                                 capture_output=True, text=True, check=True)
-            results[mode, length] = json.loads(out.stdout.strip().splitlines()[-1])
-    what = "forward+backward" if task == "train" else "prefill into the KV cache (inference)"
-    print(f"\n{what}, one sequence, window {WINDOW}")
-    print("| L | mode | peak memory (MB) | time (s) | memory vs full | time vs full |")
-    print("|---|---|---|---|---|---|")
-    for length in lengths:
-        full = results["full", length]
-        for mode in modes:
-            r = results[mode, length]
-            print(f"| {length} | {mode} | {r['peak_mb']:.0f} | {r['seconds']:.2f} | "
-                  f"{r['peak_mb'] / full['peak_mb']:.2f} | {r['seconds'] / full['seconds']:.2f} |")
+        runs = repeats if length <= 16384 else long_repeats
+        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+        for _ in range(runs):
+            for mode in MODES:
+                results[mode].append(measure(task, mode, length))
+        seconds = {m: statistics.median(r["seconds"] for r in results[m]) for m in MODES}
+        peak = {m: statistics.median(r["peak_mb"] for r in results[m]) for m in MODES}
+        spread = {m: max(r["seconds"] for r in results[m]) / min(r["seconds"] for r in results[m])
+                  for m in MODES}
+        print(f"| {length} | {runs} | {seconds['full']:.3f} s (max/min {spread['full']:.2f}) | "
+              f"{seconds['window']:.3f} s (max/min {spread['window']:.2f}) | "
+              f"**{seconds['window'] / seconds['full']:.3f}** | {peak['full']:.1f} MB | "
+              f"{peak['window']:.1f} MB | **{peak['window'] / peak['full']:.2f}** |", flush=True)
 
 
 @torch.no_grad()
 def generation_table(tokens: int) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     model = model_for(256, WINDOW).eval()  # RoPE: positions past the context are computed
     decoder = Decoder(model)
     decoder.add([[0]])
@@ -129,20 +157,24 @@ def generation_table(tokens: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=3, metavar=("TASK", "MODE", "LENGTH"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--parts", nargs="+", default=["train", "prefill", "generate"],
-                        choices=["train", "prefill", "generate"])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
+    parser.add_argument("--parts", nargs="+", default=["train", "prefill", "attention", "generate"],
+                        choices=["train", "prefill", "attention", "generate"])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats per length")
+    parser.add_argument("--long_repeats", type=int, default=3,
+                        help="repeats above L = 16384, where full attention is slowest")
     parser.add_argument("--tokens", type=int, default=10_000)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
-    for task in ("train", "prefill"):
+    for task in ("train", "prefill", "attention"):
         if task in args.parts:
-            table(task, args.lengths)
+            table(task, args.lengths, args.repeats, args.long_repeats)
     if "generate" in args.parts:
         generation_table(args.tokens)
 

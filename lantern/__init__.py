@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
+    "LLM": "lantern.api",
     "LANTERNModel": "lantern.models.lantern_model",
     "LANTERNConfig": "lantern.config",
-    "GenerationController": "lantern.controller.generation",
-    "GenerationConfig": "lantern.controller.generation",
-    "UncertaintyController": "lantern.controller.uncertainty",
+    "GenerationController": "lantern.generation.adaptive.controller",
+    "GenerationConfig": "lantern.generation.adaptive.controller",
+    "UncertaintyController": "lantern.generation.adaptive.uncertainty",
 }
 
 __all__ = list(_EXPORTS)

@@ -21,6 +21,7 @@ from lantern.config import LANTERNConfig
 from lantern.errors import LanternError
 from lantern.export.file_kind import file_kind
 from lantern.fileio import atomic_write
+from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import TOKENIZER_FILE, Tokenizer, load_tokenizer, tokenizer_from_json
 
 FORMAT_VERSION = 1
@@ -36,8 +37,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file safely; a damaged or foreign file gives one clear error."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: str = "model_state_dict") -> dict[str, Any]:
+    """Read a checkpoint file safely; a damaged or foreign file gives one clear error. `required`
+    is the entry every file of its kind holds (a sharded copy's plain-data part has no weights)."""
     path = Path(path)
     if not path.is_file():
         raise LanternError(f"checkpoint not found: {path}")
@@ -54,8 +57,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             TypeError) as exc:  # what torch's unpickler raises on bytes that are no checkpoint
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LanternError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
-    if not isinstance(data, dict) or "model_state_dict" not in data:
-        raise LanternError(f"{path} is not a LANTERN checkpoint (no model_state_dict)")
+    if not isinstance(data, dict) or required not in data:
+        raise LanternError(f"{path} is not a LANTERN checkpoint (no {required})")
     return data
 
 
@@ -118,9 +121,8 @@ def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     tokenizer: Tokenizer | None = None,
-) -> tuple[Any, Tokenizer, dict[str, Any]]:
+) -> tuple[LANTERNModel, Tokenizer, dict[str, Any]]:
     """(model in eval mode, its tokenizer, the checkpoint dict) from a file or run directory."""
-    from lantern.models.lantern_model import LANTERNModel
     from lantern.training.lora import has_adapters, merged_checkpoint_weights
 
     file = model_file(path)

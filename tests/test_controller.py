@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lantern import GenerationController, UncertaintyController
-from lantern.controller.generation import GenerationConfig
-from lantern.controller.uncertainty import mutual_information, semantic_dispersion
 from lantern.errors import LanternError
+from lantern.generation.adaptive.controller import GenerationConfig
+from lantern.generation.adaptive.uncertainty import mutual_information, semantic_dispersion
 from lantern.models.lantern_model import LANTERNModel
 from tests.conftest import tiny_config
 
@@ -332,8 +332,8 @@ def test_the_token_budget_counts_visible_tokens_and_think_apart():
 
 def test_fitted_thresholds_send_a_fifth_of_held_out_tokens_deeper(tmp_path):
     from lantern.checkpoint import load_model
-    from lantern.controller.thresholds import DEEPER, adaptive_defaults
     from lantern.data.batches import eval_windows
+    from lantern.generation.adaptive.thresholds import DEEPER, adaptive_defaults
     from lantern.training.trainer import TrainConfig, prepare_data, train
 
     cfg = TrainConfig(config="gpt-64", num_blocks=1, steps_per_block=3, max_steps=40,
@@ -357,3 +357,16 @@ def test_fitted_thresholds_send_a_fifth_of_held_out_tokens_deeper(tmp_path):
             deeper += sum(t.depth > 1 for t in trace[1:])  # the first token runs at full depth
             total += len(trace) - 1
     assert abs(deeper / total - DEEPER) < 0.05
+
+
+def test_the_old_import_path_is_the_adaptive_package_itself():
+    import lantern.controller.generation
+    from lantern.controller.thresholds import adaptive_defaults
+    from lantern.controller.uncertainty import UncertaintyController as OldUncertainty
+
+    from lantern.generation.adaptive import controller, thresholds, uncertainty
+
+    assert lantern.controller.generation is controller
+    assert lantern.controller.GenerationController is GenerationController
+    assert adaptive_defaults is thresholds.adaptive_defaults
+    assert OldUncertainty is uncertainty.UncertaintyController is UncertaintyController

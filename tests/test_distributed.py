@@ -1,24 +1,28 @@
 """Training under torchrun on CPU (gloo): 2 processes x B/2 equal 1 process x B (DDP and
 FSDP2, plain and weight-shared blocks at sampled depths), rank 0 alone prints and writes, exact
-resume after a SIGKILL of the whole job, checkpoints move between process counts, two "nodes"
-on 127.0.0.1, and a bad setting or a killed rank stops the job with one line."""
+resume after a SIGKILL of the whole job, checkpoints move between process counts, FSDP resumes
+from its sharded copy (at 2 processes and at 1), two "nodes" on 127.0.0.1, and a bad setting, a
+bad sharded copy or a killed rank stops the job with one line."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from lantern.checkpoint import load_checkpoint
+from lantern.checkpoint import load_checkpoint, save_checkpoint
+from lantern.cli.main import main
 from lantern.fileio import OUTPUT_MARKER
 from lantern.training.trainer import TrainConfig, train
 
@@ -152,6 +156,117 @@ def test_checkpoints_move_between_process_counts(tmp_path, one_process):
 
     cfg, _ = resolve_resume({"resume_from": str(back), "max_steps": 12})
     assert train(cfg, quiet=True)["step"] == 12
+
+
+SHARDED = dict(fsdp=True, dropout=0.1, ema_decay=0.9)  # every rank's RNG and the EMA matter
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> Path:
+    """An uninterrupted 2-process FSDP run: the resumes below start from its step-5 sharded copy
+    and must end with its step-10 state."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    result = run(torchrun(out, "--standalone", "--nproc_per_node", "2", **SHARDED))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def poisoned(state: dict) -> dict:
+    """Every floating-point tensor moved by 1."""
+    return {key: poisoned(value) if isinstance(value, dict)
+            else value + 1 if isinstance(value, torch.Tensor) and value.is_floating_point()
+            else value for key, value in state.items()}
+
+
+def sharded_start(run_dir: Path, out: Path) -> Path:
+    """A run directory holding step 5's sharded copy, beside a consolidated file whose weights,
+    optimizer state and EMA are all off by 1: a resume that read the .pt would end elsewhere."""
+    out.mkdir()
+    shutil.copytree(run_dir / "checkpoint_step_5.dcp", out / "checkpoint_step_5.dcp")
+    state = load_checkpoint(run_dir / "checkpoint_step_5.pt")
+    for part in ("model_state_dict", "optimizer_state_dict", "ema_state_dict"):
+        state[part] = poisoned(state[part])
+    save_checkpoint(out / "checkpoint_step_5.pt", state)
+    return out
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    """Weights, EMA and optimizer moments equal bit for bit."""
+    first, second = load_checkpoint(a), load_checkpoint(b)
+    for part in ("model_state_dict", "ema_state_dict"):
+        assert first[part].keys() == second[part].keys()
+        assert all(torch.equal(first[part][k], second[part][k]) for k in first[part]), part
+    moments, others = first["optimizer_state_dict"]["state"], second["optimizer_state_dict"]["state"]
+    assert all(torch.equal(moments[p][k], others[p][k]) for p in moments for k in moments[p])
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One thread in this process, as in the workers (OMP_NUM_THREADS=1): another thread count
+    splits the sums of a matrix product otherwise, and bit-exact comparisons see it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fsdp_resumes_from_the_sharded_copy_exactly(tmp_path, fsdp_run):
+    """2 -> 2 processes: each rank reads its own shards, and the run ends bit for bit where the
+    uninterrupted one did; the consolidated file beside the copy is poisoned, so this also
+    proves it was not read."""
+    out = sharded_start(fsdp_run, tmp_path / "run")
+    result = run([*torchrun(out, "--standalone", "--nproc_per_node", "2", **SHARDED),
+                  "--resume_from", str(out)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_state(fsdp_run / "checkpoint_step_10.pt", out / "checkpoint_step_10.pt")
+    assert f"Resumed from {out / 'checkpoint_step_5.dcp'} at step 5" in result.stdout
+
+
+def test_the_sharded_copy_resumes_on_one_process(tmp_path, fsdp_run):
+    """2 -> 1: torch.distributed.checkpoint reshards on load, into a 1-process FSDP model under
+    torchrun and into a plain model without torchrun (`--no-fsdp`). Both end bit for bit where a
+    1-process resume of the consolidated file ends; that, not the 2-process run, is the
+    reference, since another process count reduces gradients in another order and reseeds
+    dropout."""
+    from lantern.training.trainer import resolve_resume
+
+    reference = tmp_path / "consolidated"
+    reference.mkdir()
+    shutil.copy(fsdp_run / "checkpoint_step_5.pt", reference)
+    plain = sharded_start(fsdp_run, tmp_path / "plain")
+    with one_thread():
+        train(resolve_resume({"resume_from": str(reference), "fsdp": False})[0], quiet=True)
+        assert main(["train", "--resume_from", str(plain / "checkpoint_step_5.dcp"), "--no-fsdp"]) == 0
+    sharded = sharded_start(fsdp_run, tmp_path / "fsdp")
+    result = run([*torchrun(sharded, "--standalone", "--nproc_per_node", "1", **SHARDED),
+                  "--resume_from", str(sharded)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for out in (plain, sharded):
+        assert_same_state(reference / "checkpoint_step_10.pt", out / "checkpoint_step_10.pt")
+    assert f"Resumed from {sharded / 'checkpoint_step_5.dcp'} at step 5" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["another model", "a missing shard"])
+def test_a_bad_sharded_copy_stops_with_one_line(tmp_path, fsdp_run, capsys, damage):
+    copy = tmp_path / "checkpoint_step_5.dcp"
+    shutil.copytree(fsdp_run / copy.name, copy)
+    if damage == "another model":  # shards of a 32-wide model under a 48-wide model's settings
+        state = load_checkpoint(copy / "train_state.pt", required="train_config")
+        state["config"]["hidden_size"] = state["train_config"]["model"]["hidden_size"] = 48
+        save_checkpoint(copy / "train_state.pt", state)
+    else:
+        (copy / "__1_0.distcp").unlink()
+    assert main(["train", "--resume_from", str(copy), "--no-fsdp"]) == 1
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("lantern: error:")]
+    assert len(ours) == 1 and "Traceback" not in err, err
+    if damage == "another model":
+        assert "does not fit this model: model.embed_tokens.weight is [" in ours[0]
+        assert "32] there and [" in ours[0] and "48] here" in ours[0]
+    else:
+        assert "cannot read the sharded checkpoint" in ours[0] and "__1_0.distcp" in ours[0]
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ import torch
 from conftest import TINY_TEXT
 from conftest import perturbed_model as tiny_model
 
+from lantern.api import LLM
 from lantern.cli.main import main
 from lantern.errors import LanternError
 from lantern.export.gguf_export import export_gguf
@@ -59,7 +60,7 @@ def test_llamacpp_f32_matches_lantern(arch, char_tok, tmp_path):
     with LlamaCppModel(tmp_path / "m.gguf", exact=True) as gguf:
         assert worst_logprob_gap(model, gguf, prompts) < F32_TOLERANCE
         for ids in prompts:
-            ours = model.generate(torch.tensor([ids]), max_new_tokens=40, temperature=0)[0, len(ids):]
+            ours = LLM(model).generate(torch.tensor([ids]), max_new_tokens=40, temperature=0)[0, len(ids):]
             ours = ours.tolist()
             if char_tok.eos_id in ours:  # llama.cpp stops at end-of-sequence; compare up to it
                 ours = ours[: ours.index(char_tok.eos_id)]
@@ -115,7 +116,7 @@ def test_generate_front_streams_llamacpp_text(char_tok, tmp_path, capsys):
     export_gguf(model, char_tok, tmp_path / "m.gguf", "f32")
     prompt = "Once upon"
     ids = char_tok.encode(prompt)
-    ours = model.generate(torch.tensor([ids]), max_new_tokens=20, temperature=0)[0, len(ids):].tolist()
+    ours = LLM(model).generate(torch.tensor([ids]), max_new_tokens=20, temperature=0)[0, len(ids):].tolist()
     if char_tok.eos_id in ours:
         ours = ours[: ours.index(char_tok.eos_id)]
     argv = ["generate", "--checkpoint", str(tmp_path / "m.gguf"), "--prompt", prompt,
@@ -201,7 +202,7 @@ def test_chat_front_runs_commands_and_answers(char_tok, tmp_path, monkeypatch, c
     captured = capsys.readouterr()
     assert "error: /topk: 'nope' is not a number" in captured.out
     ids = char_tok.encode("Once upon")
-    ours = model.generate(torch.tensor([ids]), max_new_tokens=8, temperature=0)[0, len(ids):].tolist()
+    ours = LLM(model).generate(torch.tensor([ids]), max_new_tokens=8, temperature=0)[0, len(ids):].tolist()
     if char_tok.eos_id in ours:
         ours = ours[: ours.index(char_tok.eos_id)]
     assert "Once upon" + char_tok.decode(ours) + "\n" in captured.out

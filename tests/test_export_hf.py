@@ -14,6 +14,7 @@ from conftest import TINY_TEXT, tiny_config
 from conftest import perturbed_model as tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
+from lantern.api import LLM
 from lantern.chat_template import render
 from lantern.cli.main import main
 from lantern.errors import LanternError
@@ -64,7 +65,7 @@ def test_transformers_computes_the_same_logits_and_greedy_text(case, char_tok, t
     assert (ours - theirs).abs().max().item() < 1e-4
     assert ours.std().item() > 0.1  # the comparison is not between two near-constant outputs
     start = x[:2, :8]
-    ours = model.generate(start, max_new_tokens=50, temperature=0)
+    ours = LLM(model).generate(start, max_new_tokens=50, temperature=0)
     hf.generation_config.eos_token_id = None
     theirs = hf.generate(start, max_new_tokens=50, do_sample=False, pad_token_id=0)
     assert torch.equal(ours, theirs)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_config
 
+from lantern.api import LLM
 from lantern.checkpoint import save_checkpoint
 from lantern.cli.main import main
 from lantern.generation.core import KEEP_FRACTION, Decoder, generate_stream
@@ -177,13 +178,13 @@ def test_seeded_rows_do_not_depend_on_the_batch():
     assert batch[1] != batch[0]  # row 1 from seed 6
 
 
-def test_model_generate_api_keeps_working():
+def test_llm_generate_tensor_api():
     model = make_model()
     gen = torch.Generator().manual_seed(0)
-    out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, temperature=0.9, top_k=5,
-                         top_p=0.9, generator=gen)
+    out = LLM(model).generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, temperature=0.9,
+                              top_k=5, top_p=0.9, generator=gen)
     assert out.shape == (1, 11) and out[0, :3].tolist() == [5, 6, 7]
-    greedy = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, temperature=0)
+    greedy = LLM(model).generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, temperature=0)
     assert greedy[0, 3:].tolist() == reference_greedy(model, [5, 6, 7], 8)
 
 
@@ -198,6 +199,15 @@ def run_dir(tmp_path):
         "tokenizer": tokenizer.to_json(), "step": 7, "val_loss": 3.5, "best_val_loss": 3.4,
     })
     return tmp_path
+
+
+def test_llm_from_pretrained_brings_the_tokenizer(run_dir):
+    llm = LLM.from_pretrained(run_dir / "model.pt")
+    assert not llm.model.training and llm.tokenizer is not None
+    assert llm.tokenizer.vocab_size == llm.model.config.vocab_size
+    ids = torch.tensor([llm.tokenizer.encode("Once")])
+    greedy = llm.generate(ids, max_new_tokens=5, temperature=0)
+    assert greedy[0, ids.shape[1]:].tolist() == reference_greedy(llm.model, ids[0].tolist(), 5)
 
 
 def generate(run_dir, *flags: str) -> int:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from lantern.api import LLM
 from lantern.config import PRESETS, LANTERNConfig, preset_config
 from lantern.errors import LanternError
 from lantern.models.lantern_model import LANTERNModel
-from lantern.utils.config import create_base_config, create_small_config
 from tests.conftest import tiny_config
 
 
 def test_seed_000_presets_behave_as_the_guide_says():
-    small, base = create_small_config(), create_base_config()
+    small, base = preset_config("small"), preset_config("base")
     assert (small.hidden_size, small.num_heads, small.num_blocks) == (256, 4, 1)
     assert (base.hidden_size, base.num_heads, base.num_blocks) == (512, 8, 2)
 
@@ -114,9 +116,19 @@ def test_generate_extends_past_the_context_and_stops_at_eos():
     torch.manual_seed(0)
     model = LANTERNModel(tiny_config(context_length=16)).eval()
     x = torch.randint(0, 40, (2, 5))
-    out = model.generate(x, max_new_tokens=40, temperature=0.8, top_p=0.9)
+    out = LLM(model).generate(x, max_new_tokens=40, temperature=0.8, top_p=0.9)
     assert out.shape == (2, 45) and torch.equal(out[:, :5], x)
-    greedy = model.generate(x, max_new_tokens=3, temperature=0)
+    greedy = LLM(model).generate(x, max_new_tokens=3, temperature=0)
     eos = int(greedy[0, 5])
-    stopped = model.generate(x[:1], max_new_tokens=10, temperature=0, eos_token_id=eos)
+    stopped = LLM(model).generate(x[:1], max_new_tokens=10, temperature=0, eos_token_id=eos)
     assert stopped.shape[1] == 6 and int(stopped[0, -1]) == eos
+
+
+def test_the_model_imports_neither_its_loader_nor_its_sampler():
+    """The loader and the decoding core import the model; `lantern.api` joins them."""
+    code = ("import sys, lantern.models.lantern_model; "
+            "print(sorted(m for m in sys.modules if m.startswith('lantern.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    for upper in ("lantern.checkpoint", "lantern.generation", "lantern.api", "lantern.training"):
+        assert f"'{upper}" not in loaded

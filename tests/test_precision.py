@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from lantern.training.config import PrecisionSection
 from lantern.training.precision import Precision
+from lantern.training.settings import PrecisionSection
 from lantern.training.trainer import TrainConfig, Trainer
 
 # float16's smallest subnormal is about 6e-8: gradients of this size flush to zero without scaling.

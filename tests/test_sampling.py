@@ -155,3 +155,11 @@ def test_stop_string_cost_per_token_does_not_grow_with_their_length():
     short = min(seconds(8) for _ in range(3))
     # A tail search bounded by the stop strings' length cost about 3 s here (0.08 s now).
     assert seconds(50_000) < 5 * short + 0.3
+
+
+def test_top_p_smaller_than_float32_keeps_the_best_token():
+    """A top_p that rounds to 0 in float32 (the server accepts 5e-324) still keeps one token."""
+    logits = torch.randn(3, 11)
+    kept = TopP(5e-324)(logits, None)
+    assert kept.isfinite().sum(dim=-1).tolist() == [1, 1, 1]
+    assert torch.equal(kept.argmax(dim=-1), logits.argmax(dim=-1))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lantern import chat_template
+from lantern.api import LLM
 from lantern.cli.main import main
 from lantern.data import synth
 from lantern.data.quality import file_stats
@@ -139,7 +140,7 @@ def test_model_learns_to_answer_and_stop(tmp_path):
                    "<user>Tedd többes számba: A lány fut.</user><assistant>": "A"}
         for prompt, start in prompts.items():
             ids = torch.tensor([tok.encode(prompt)])
-            out = model.generate(ids, max_new_tokens=30, temperature=0, eos_token_id=tok.eos_id)
+            out = LLM(model).generate(ids, max_new_tokens=30, temperature=0, eos_token_id=tok.eos_id)
             new = out[0, ids.shape[1]:].tolist()
             answer = tok.decode(new)
             assert new[-1] == tok.eos_id, answer  # it stopped by itself

@@ -458,7 +458,7 @@ def test_every_setting_has_a_flag_and_old_aliases_still_work():
     import argparse
 
     from lantern.cli import train as train_cli
-    from lantern.training.config import FLAG_SECTION
+    from lantern.training.settings import FLAG_SECTION
 
     parser = argparse.ArgumentParser()
     train_cli.add_parser(parser.add_subparsers())

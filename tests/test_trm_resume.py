@@ -21,12 +21,12 @@ from safetensors.torch import load_file
 
 from lantern.checkpoint import load_checkpoint
 from lantern.cli.main import main
-from lantern.training.config import OptimizerSection, PrecisionSection
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.loop import NonFiniteLoss, Updates, constant_schedule
 from lantern.training.optim import make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection
 from lantern.trm.compressor import CompressorConfig, CompressorPhase, train_compressor
 from lantern.trm.datagen import DatagenConfig, generate_pairs
 from lantern.trm.grpo import GRPOPhase

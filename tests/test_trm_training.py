@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lantern.errors import LanternError
-from lantern.training.config import ScheduleSection
 from lantern.training.optim import LRSchedule
+from lantern.training.settings import ScheduleSection
 from lantern.trm.compressor import CompressorConfig, load_compressor, train_compressor
 from lantern.trm.datagen import DatagenConfig, Pairs, generate_pairs, load_pairs
 from lantern.trm.evaluate import EvalConfig, Evaluator, bootstrap_ci, evaluate, per_char_accuracy

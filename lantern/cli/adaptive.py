@@ -8,10 +8,10 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from lantern.controller.generation import GenerationController, TokenTrace
-from lantern.controller.thresholds import AdaptiveDefaults
-from lantern.controller.uncertainty import UncertaintyController
 from lantern.errors import LanternError
+from lantern.generation.adaptive.controller import GenerationController, TokenTrace
+from lantern.generation.adaptive.thresholds import AdaptiveDefaults
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
 from lantern.models.lantern_model import LANTERNModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lantern.cli.from_config import DefaultsFormatter
 from lantern.cli.generate import add_model_flags, config_from_args, open_engine
 from lantern.generation.interactive import InteractiveSession
 
@@ -16,7 +17,7 @@ def add_parser(subparsers) -> None:
         "lists the commands). A model with a chat template of its own (a GGUF's or an imported "
         "tokenizer's) is talked to in it and stops at its end-of-turn token; models trained on "
         "<system>/<user>/<assistant> text get that layout; others continue your text.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     add_model_flags(p)
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto",

@@ -4,6 +4,7 @@ next-token accuracy of any model on any text or token file, per depth for recurs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 
 from lantern.checkpoint import is_run_directory, load_model
 from lantern.cli.data import check_output_file
+from lantern.cli.from_config import DefaultsFormatter, add_config_flags, typed_settings
 from lantern.data.token_store import load_tokens
 from lantern.device import pick_device
 from lantern.errors import LanternError
 from lantern.evaluation.calibration import Calibration, plot_reliability
 from lantern.evaluation.heldout import Tally, progress_bar, score_windows, score_with_llamacpp
+from lantern.evaluation.settings import ScoreSettings
 from lantern.evaluation.windows import Window, rolling_windows
 from lantern.export.describe import gguf_summary
 from lantern.export.file_kind import is_gguf_file
@@ -33,20 +36,14 @@ def add_parser(subparsers) -> None:
         "context laid out as lm-evaluation-harness's loglikelihood_rolling does, and print the "
         "mean loss (nats per token), perplexity, bits per UTF-8 byte and next-token accuracy. "
         "For a recursive model, --depths scores it at several depths (steps per block).",
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--checkpoint", required=True,
                    help="a run directory or .pt checkpoint, a transformers directory, a .gguf file "
                    "or a known model name (see `lantern pull --list`)")
     p.add_argument("--data", "--data_path", dest="data", required=True,
                    help="a text file, a .jsonl token file, or a .bin token shard or directory of shards")
-    p.add_argument("--depths", help="comma-separated steps per block to score a recursive model at, "
-                   "e.g. 1,2,4,8 [its own depth]")
-    p.add_argument("--context", type=int, help="tokens per window [the model's context]")
-    p.add_argument("--max_tokens", type=int, help="score only the first N tokens [all]")
-    p.add_argument("--batch_size", type=int, default=8, help="windows per forward pass [8]")
-    p.add_argument("--engine", choices=("llamacpp", "pytorch"),
-                   help="for a .gguf: llama.cpp itself, or LANTERN's import of it [llamacpp]")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [auto]")
+    add_config_flags(p.add_argument_group("scoring"), ScoreSettings)
     p.add_argument("--calibration", metavar="PNG",
                    help="also measure calibration: fit a temperature on every other window, and on "
                    "the rest report the expected calibration error before and after it and the "
@@ -205,7 +202,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    info, tallies = score_file(args)
+    settings = ScoreSettings(**typed_settings(args, ScoreSettings))  # untyped flags: its defaults
+    info, tallies = score_file(argparse.Namespace(**{**vars(args), **dataclasses.asdict(settings)}))
     rows = [{"label": label, **tally.figures(info["bytes"]), **tally.extra} for label, tally in tallies]
     print(format_table(rows))
     if not info["first_token_scored"]:

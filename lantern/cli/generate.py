@@ -13,47 +13,38 @@ from tqdm import tqdm
 
 from lantern.checkpoint import load_model
 from lantern.cli.adaptive import ADAPTIVE_ONLY, adaptive_generator, add_adaptive_flags
-from lantern.controller.thresholds import adaptive_defaults
+from lantern.cli.from_config import DefaultsFormatter, add_config_flags, typed_settings
 from lantern.device import pick_device
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text
+from lantern.generation.adaptive.thresholds import adaptive_defaults
 from lantern.generation.backends.gguf import LlamaCppEngine, is_gguf
+from lantern.generation.backends.llamacpp import sampling_payload
 from lantern.generation.engine import TextEngine, TorchEngine, fit_prompt
 from lantern.generation.interactive import InteractiveSession
-from lantern.generation.settings import GenerationConfig
+from lantern.generation.sampling import sampler_fields
+from lantern.generation.settings import FLAG_ALIASES, GenerationConfig
 from lantern.generation.textgen import Completion
 from lantern.pretrained import model_path
 from lantern.tokenizers import load_tokenizer
 
-SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": None, "top_p": None, "min_p": None,
-                     "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# Where the command deliberately differs from GenerationConfig (whose defaults the server and
+# the Python API keep): livelier text than temperature 1, longer samples than 100 tokens.
+COMMAND_DEFAULTS = {"temperature": 0.8, "max_new_tokens": 200}
+BEAM_FIELDS = ("num_beams", "length_penalty", "early_stopping")  # beam search: `generate` only
+MODEL_FIELDS = ("eos_token_id", "think_token_id")  # read from the model, never typed
+BATCH_SIZE = 8  # samples at once unless --batch_size says (None tells --num_beams it was not typed)
+SAMPLER_NAMES = tuple(f.name for f in sampler_fields())
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
+def add_model_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = BEAM_FIELDS) -> None:
     """Flags shared by `generate` and `chat`: the model and how each token is chosen."""
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
                    help="a .pt checkpoint, a run directory, or a .gguf file or known model name "
                    "(run by llama.cpp)")
-    p.add_argument("--max_new_tokens", "--max_length", dest="max_new_tokens", type=int, default=200,
-                   help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy [0.8]")
-    p.add_argument("--top_k", type=int, default=None, help="keep the k most likely tokens [off]")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass [off]")
-    p.add_argument("--min_p", type=float, default=None,
-                   help="drop tokens less likely than min_p x the most likely one [off]")
-    p.add_argument("--repetition_penalty", type=float, default=None,
-                   help="> 1 makes tokens already in the text less likely [1.0 = off]")
-    p.add_argument("--presence_penalty", type=float, default=None,
-                   help="subtracted from the logit of every token already in the text [0.0]")
-    p.add_argument("--frequency_penalty", type=float, default=None,
-                   help="subtracted once per occurrence of a token in the text [0.0]")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="stop when this text appears (repeatable); EOS always stops")
-    p.add_argument("--seed", type=int, default=None,
-                   help="random seed: sample i uses seed + i, so the same seed gives the same text")
-    p.add_argument("--steps_per_block", type=int, default=None,
-                   help="recursion depth per block [the model's own]")
-    p.add_argument("--tokenizer", default=None, help="tokenizer file [the checkpoint's own]")
+    add_config_flags(p, GenerationConfig, skip=(*MODEL_FIELDS, *skip), aliases=FLAG_ALIASES,
+                     defaults=COMMAND_DEFAULTS)
+    p.add_argument("--tokenizer", help="tokenizer file [the checkpoint's own]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
 
@@ -64,19 +55,14 @@ def add_parser(subparsers) -> None:
         description="Generate text from a checkpoint file or a run directory. Generation "
         "slides past the model's context; a prompt longer than the context keeps its last "
         "tokens (with a warning).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
-    add_model_flags(p)
-    p.add_argument("--prompt", default=None, help="text to continue (default: a new document)")
+    add_model_flags(p, skip=())
+    p.add_argument("--prompt", help="text to continue [a new document]")
     p.add_argument("--num_samples", type=int, default=1,
                    help="independent samples (with --num_beams: the best hypotheses)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="samples generated at once [8]")
-    p.add_argument("--num_beams", type=int, default=1, help="> 1 = beam search")
-    p.add_argument("--length_penalty", type=float, default=None,
-                   help="beam score = log-prob / length^penalty (> 0 favours longer text) [1.0]")
-    p.add_argument("--early_stopping", action="store_true",
-                   help="beam search ends once num_beams hypotheses are finished")
+    p.add_argument("--batch_size", type=int,
+                   help=f"samples generated at once [{BATCH_SIZE}]")
     p.add_argument("--output", default=None, metavar="FILE.jsonl",
                    help="write prompt, text, token count and tokens/s per sample as JSON lines")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -88,17 +74,10 @@ def add_parser(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace, eos_token_id: int | None = None,
                      think_token_id: int | None = None) -> GenerationConfig:
-    """Every generation flag, checked (a bad value is one clear error)."""
-    sampling = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-                for k, v in SAMPLING_DEFAULTS.items()}
-    length_penalty = getattr(args, "length_penalty", None)
-    return GenerationConfig(
-        max_new_tokens=args.max_new_tokens, **sampling, stop_strings=tuple(args.stop),
-        eos_token_id=eos_token_id, think_token_id=think_token_id, seed=args.seed,
-        num_beams=getattr(args, "num_beams", 1),
-        length_penalty=1.0 if length_penalty is None else length_penalty,
-        early_stopping=getattr(args, "early_stopping", False), steps_per_block=args.steps_per_block,
-    )
+    """Every generation flag, checked (a bad value is one clear error): the values typed, the
+    command's own defaults, then GenerationConfig's."""
+    return GenerationConfig(**{**COMMAND_DEFAULTS, **typed_settings(args, GenerationConfig)},
+                            eos_token_id=eos_token_id, think_token_id=think_token_id)
 
 
 def given(args: argparse.Namespace, *names: str) -> list[str]:
@@ -115,9 +94,9 @@ def refuse_conflicts(args: argparse.Namespace) -> None:
             raise LanternError(f"{', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no "
                                f"effect {reason}")
 
-    beams = args.num_beams > 1
+    beams = (args.num_beams or 1) > 1
     if beams:
-        refuse(given(args, *SAMPLING_DEFAULTS, "seed"), "with --num_beams (beam search is "
+        refuse(given(args, *SAMPLER_NAMES, "seed"), "with --num_beams (beam search is "
                "deterministic; drop --num_beams to sample)")
         refuse(given(args, "batch_size"), "with --num_beams (one search runs at a time)")
         refuse(given(args, "adaptive"), "with --num_beams (adaptive depth samples token by token)")
@@ -137,7 +116,7 @@ def refuse_pytorch_only(args: argparse.Namespace) -> None:
     """Flags only LANTERN's PyTorch engine has, refused by name for a .gguf model."""
     flags = [f"--{n}" for n in ("adaptive", "steps_per_block", "tokenizer", "batch_size")
              if getattr(args, n, None) is not None and getattr(args, n) is not False]  # 0 is given
-    if getattr(args, "num_beams", 1) != 1:
+    if getattr(args, "num_beams", None) not in (None, 1):
         flags.append("--num_beams")
     if flags:
         raise LanternError(f"{', '.join(flags)}: not available for a .gguf model (llama.cpp runs it); "
@@ -161,6 +140,7 @@ def open_engine(args: argparse.Namespace) -> Iterator[TextEngine]:
     path = model_path(args.checkpoint)
     if is_gguf(path):
         refuse_pytorch_only(args)
+        sampling_payload(config_from_args(args))  # a sampler llama.cpp lacks: refused by name
         engine: TextEngine = LlamaCppEngine(path)
     else:
         model, tokenizer, _, defaults = load_for_generation(args)
@@ -177,7 +157,7 @@ def run_generate(args: argparse.Namespace) -> int:
     refuse_conflicts(args)
     if args.num_samples <= 0:
         raise LanternError(f"--num_samples must be positive (got {args.num_samples})")
-    batch_size = args.batch_size if args.batch_size is not None else 8
+    batch_size = args.batch_size if args.batch_size is not None else BATCH_SIZE
     if batch_size <= 0:
         raise LanternError(f"--batch_size must be positive (got {batch_size})")
     config_from_args(args)  # check every value before loading anything

@@ -12,8 +12,8 @@ from typing import NoReturn
 from lantern.errors import LanternError
 
 # Subcommand modules under lantern.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("train", "generate", "chat", "eval", "info", "data", "tokenizer", "serve", "export", "push",
-            "trm", "pull", "convert")
+COMMANDS = ("train", "lr_find", "generate", "chat", "eval", "info", "data", "tokenizer", "serve",
+            "export", "push", "trm", "pull", "convert")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -8,7 +8,9 @@ import os
 import socket
 import sys
 
+from lantern.cli.from_config import DefaultsFormatter, add_config_flags, typed_settings
 from lantern.errors import LanternError
+from lantern.serve.limits import ServeLimits
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
         description="Serve models over HTTP: /v1/completions, /v1/chat/completions (streaming "
         "too), /v1/models, /tokenize, /detokenize, /health, /metrics, and a playground at /. "
         "Concurrent requests share forward passes (continuous batching).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--checkpoint", default=None,
                    help="a .pt checkpoint or a run directory (named after its directory), or "
@@ -38,13 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--api_key", default=None,
                    help="require 'Authorization: Bearer KEY' (or set $LANTERN_API_KEY)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--max_batch", type=int, default=16, help="sequences decoded together per model")
-    p.add_argument("--max_tokens", type=int, default=1024,
-                   help="most tokens one sequence may ask for (also the chat default)")
-    p.add_argument("--max_n", type=int, default=16, help="most sequences per request (prompts x n)")
-    p.add_argument("--max_body_bytes", type=int, default=1_000_000, help="largest request body")
-    p.add_argument("--max_waiting", type=int, default=256,
-                   help="sequences queued per model before requests get 429")
+    add_config_flags(p.add_argument_group("limits"), ServeLimits)
     p.add_argument("--log_level", default="info", choices=("critical", "error", "warning", "info",
                                                            "debug"), help="uvicorn's log level")
     p.set_defaults(run=run_serve)
@@ -110,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lantern.device import pick_device
-    from lantern.serve import ModelRegistry, ServeLimits, create_app, load_served_model
+    from lantern.serve import ModelRegistry, create_app, load_served_model
     from lantern.serve.app import LOOPBACK_HOSTS
     from lantern.serve.metrics import ServerMetrics
 
@@ -119,8 +115,7 @@ def run_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get("LANTERN_API_KEY")
     if api_key is not None and not api_key.strip():
         raise LanternError("--api_key (or $LANTERN_API_KEY) must not be empty")
-    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens,
-                         max_n=args.max_n, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    limits = ServeLimits(**typed_settings(args, ServeLimits))
     hosts = allowed_hosts(args, LOOPBACK_HOSTS)
     specs = model_specs(args)
     check_address(args.host, args.port)

@@ -1,8 +1,26 @@
-"""Uncertainty-aware generation: per-token uncertainty signals decide recursion depth,
-Monte-Carlo-dropout averaging and THINK tokens."""
+"""The former import path of adaptive decoding, now `lantern.generation.adaptive`.
 
-from lantern.controller.generation import GenerationConfig, GenerationController, GenerationResult
-from lantern.controller.uncertainty import UncertaintyController, UncertaintySignals
+Code written against `lantern.controller` (and its modules `generation`, `uncertainty`,
+`thresholds`) keeps importing: each old module name is the new module itself, so classes,
+functions and patches are shared, never copied.
+"""
+
+import sys
+
+from lantern.generation.adaptive import (
+    GenerationConfig,
+    GenerationController,
+    GenerationResult,
+    UncertaintyController,
+    UncertaintySignals,
+    thresholds,
+    uncertainty,
+)
+from lantern.generation.adaptive import controller as generation
+
+for _name, _module in (("generation", generation), ("thresholds", thresholds),
+                       ("uncertainty", uncertainty)):
+    sys.modules[f"{__name__}.{_name}"] = _module
 
 __all__ = ["GenerationConfig", "GenerationController", "GenerationResult", "UncertaintyController",
            "UncertaintySignals"]

@@ -5,8 +5,8 @@ context slide. Each row keeps its own length and positions, so rows can join and
 batch at any step (the server's continuous batching) and prompts of different lengths need no
 padding. `RowPolicy` owns one sequence's side: its logits rules and random generator, its stop
 tokens and strings, its text as it becomes final. Sampling (`generate_stream`), beam search and
-the adaptive controller are policies over these two; the command line, interactive sessions,
-chat and the server are fronts on those policies.
+the adaptive controller (`adaptive/`) are policies over these two; the command line, interactive sessions,
+chat, the server and the Python `LLM` (`lantern.api`) are fronts on those policies.
 
 The context slide: a sliding-window model whose positions can be computed anywhere (RoPE,
 sinusoidal) keeps a ring-buffer cache and never re-encodes. Any other model, when a row reaches
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lantern.errors import LanternError
-from lantern.generation.logits_process import apply_rules
-from lantern.generation.sampling import draw
+from lantern.generation import sampling
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.streaming import TextStream
 from lantern.models.kv_cache import KVCache
@@ -263,7 +262,7 @@ class RowPolicy:
         self.visible = 0
         self.stop_ids = set(stop_ids)
         self.top_logprobs = top_logprobs
-        # Token-level callers (`model.generate`) have no tokenizer, and no text to stream.
+        # Token-level callers (`LLM.generate`) have no tokenizer, and no text to stream.
         self.text = TextStream(tokenizer, config.stop_strings) if tokenizer is not None else None
         self.generator = row_generator(seed, device)
         self.counts: torch.Tensor | None = None
@@ -283,8 +282,7 @@ class RowPolicy:
         self._logprobs = logits.log_softmax(dim=-1)[0]
         if self.untrained is not None:
             logits = logits.masked_fill(self.untrained, float("-inf"))
-        filtered = apply_rules(self.rules, logits, self.counts)
-        return int(draw(filtered, self.greedy, self.generator))
+        return int(sampling.choose(logits, self.rules, self.greedy, self.counts, self.generator))
 
     def accept(self, token: int) -> TokenEvent:
         """Take `token` as this row's next one; what a front should show of it."""
@@ -438,29 +436,14 @@ def generate_stream(
         model.train(was_training)
 
 
-def sample_tokens(
-    model: LANTERNModel,
-    input_ids: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_token_id: int | None = None,
-    generator: torch.Generator | None = None,
+def padded_sequences(
+    prompts: Sequence[Sequence[int]], new_tokens: Sequence[Sequence[int]], pad: int
 ) -> torch.Tensor:
-    """Tensor in, tensor out (`LANTERNModel.generate`): prompt plus continuation
-    (B, L + new); rows that stopped early are padded with EOS."""
-    seed = None
-    if generator is not None:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_k=top_k, top_p=top_p, seed=seed)
-    rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    stop = () if eos_token_id is None else (eos_token_id,)
-    for row, event in generate_stream(model, None, input_ids.tolist(), config, stop):
-        rows[row].append(event.token)
-    width = max(len(r) for r in rows)
-    pad = eos_token_id if eos_token_id is not None else 0
-    new = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long,
-                       device=input_ids.device)
-    return torch.cat([input_ids, new], dim=1)
+    """Each prompt and its new tokens as one row of a (B, longest) tensor, for callers that want
+    tensors back: continuations that stopped early are right-padded with `pad`, and shorter
+    prompts left-padded, so every row's last position is the same column."""
+    width = max(len(t) for t in new_tokens)
+    rows = [list(p) + list(t) + [pad] * (width - len(t))
+            for p, t in zip(prompts, new_tokens, strict=True)]
+    longest = max(len(r) for r in rows)
+    return torch.tensor([[pad] * (longest - len(r)) + r for r in rows], dtype=torch.long)

@@ -95,8 +95,10 @@ class TopP(LogitsRule):
             return logits
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         probs = sorted_logits.softmax(dim=-1)
-        # Drop a token when the mass before it already reaches p (the best token always stays).
+        # Drop a token when the mass before it already reaches p. The best token always stays,
+        # also for a p so small that it rounds to 0 in the logits' precision.
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= self.p
+        drop_sorted[..., 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
 

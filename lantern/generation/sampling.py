@@ -8,8 +8,11 @@ never fail the rows sampled beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,83 +28,90 @@ from lantern.generation.logits_process import (
     TopP,
     apply_rules,
 )
+from lantern.setting import setting
 
 MAX_TEMPERATURE = 100.0
 PENALTY_LIMIT = 2.0  # presence and frequency penalties lie in [-2, 2], as OpenAI's
 REPETITION_PENALTY_RANGE = (0.01, 10.0)
 
 
+def sampler(default: Any, rule: Callable[[Any], LogitsRule], help: str, *, off: Any,
+            ge: float | None = None, gt: float | None = None, le: float | None = None,
+            llamacpp: tuple[str, str] | None = None, greedy_too: bool = False) -> Any:
+    """A sampling setting: its field declares everything the command line, the server and
+    llama.cpp read. `rule(value)` is its logits rule, left out at the `off` value (or None);
+    `ge`/`gt`/`le` bound it; `llamacpp` is (request key, sampler-chain name) where llama.cpp
+    has it (a GGUF run refuses the setting by name where it does not); `greedy_too` keeps the
+    rule under greedy decoding (it changes which token is best)."""
+    return setting(default, help, unset="off", rule=rule, off=off, ge=ge, gt=gt, le=le,
+                   llamacpp=llamacpp, greedy_too=greedy_too)
+
+
 @dataclass
 class SamplingConfig:
-    """How each next token is chosen. Off values: top_k None/0, top_p None/1, min_p None/0,
-    penalties 1.0 (repetition) and 0.0 (presence, frequency)."""
+    """How each next token is chosen. The fields are in the order their rules apply: penalties
+    first (on the model's own logits), then temperature, then the truncations."""
 
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    repetition_penalty: float = sampler(
+        1.0, RepetitionPenalty, "> 1 makes tokens already in the text less likely; 1 = off",
+        off=1.0, ge=REPETITION_PENALTY_RANGE[0], le=REPETITION_PENALTY_RANGE[1],
+        llamacpp=("repeat_penalty", "penalties"), greedy_too=True)
+    presence_penalty: float = sampler(
+        0.0, PresencePenalty, "subtracted from the logit of every token already in the text",
+        off=0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, llamacpp=("presence_penalty", "penalties"),
+        greedy_too=True)
+    frequency_penalty: float = sampler(
+        0.0, FrequencyPenalty, "subtracted once per occurrence of a token in the text", off=0.0,
+        ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, llamacpp=("frequency_penalty", "penalties"),
+        greedy_too=True)
+    temperature: float = sampler(1.0, Temperature, "0 = greedy", off=1.0, ge=0.0,
+                                 le=MAX_TEMPERATURE, llamacpp=("temperature", "temperature"))
+    top_k: int | None = sampler(None, TopK, "keep the k most likely tokens; 0 = off", off=0,
+                                ge=0, llamacpp=("top_k", "top_k"))
+    top_p: float | None = sampler(None, TopP, "nucleus sampling mass; 1 = off", off=1.0, gt=0.0,
+                                  le=1.0, llamacpp=("top_p", "top_p"))
+    min_p: float | None = sampler(None, MinP, "drop tokens less likely than min_p x the most "
+                                  "likely one; 0 = off", off=0.0, ge=0.0, le=1.0,
+                                  llamacpp=("min_p", "min_p"))
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Reject values that mean nothing, naming the flag a user would type."""
-        values = (self.temperature, self.top_p, self.min_p, self.repetition_penalty,
-                  self.presence_penalty, self.frequency_penalty)
-        if any(v is not None and not math.isfinite(v) for v in values):
-            raise LanternError("sampling settings must be finite numbers")
-        low, high = REPETITION_PENALTY_RANGE
-        checks = [
-            (self.temperature >= 0, f"--temperature must not be negative (got {self.temperature})"),
-            (self.temperature <= MAX_TEMPERATURE,
-             f"--temperature must be at most {MAX_TEMPERATURE:g} (got {self.temperature})"),
-            (self.top_k is None or self.top_k >= 0,
-             f"--top_k must be positive, or 0 for off (got {self.top_k})"),
-            (self.top_p is None or 0.0 < self.top_p <= 1.0,
-             f"--top_p must be in (0, 1] (got {self.top_p})"),
-            (self.min_p is None or 0.0 <= self.min_p <= 1.0,
-             f"--min_p must be in [0, 1] (got {self.min_p})"),
-            (low <= self.repetition_penalty <= high,
-             f"--repetition_penalty must be in [{low:g}, {high:g}]; 1 is off (got "
-             f"{self.repetition_penalty})"),
-            (abs(self.presence_penalty) <= PENALTY_LIMIT,
-             f"--presence_penalty must be in [-{PENALTY_LIMIT:g}, {PENALTY_LIMIT:g}] (got "
-             f"{self.presence_penalty})"),
-            (abs(self.frequency_penalty) <= PENALTY_LIMIT,
-             f"--frequency_penalty must be in [-{PENALTY_LIMIT:g}, {PENALTY_LIMIT:g}] (got "
-             f"{self.frequency_penalty})"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LanternError(message)
+        for f, value in self.samplers():
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LanternError("sampling settings must be finite numbers")
+            ge, gt, le = f.metadata["ge"], f.metadata["gt"], f.metadata["le"]
+            if (ge is not None and value < ge) or (gt is not None and value <= gt):
+                low = ge if ge is not None else gt
+                wanted = ("not be negative" if ge == 0 else "be positive" if gt == 0
+                          else f"be at least {low:g}")
+                raise LanternError(f"--{f.name} must {wanted} (got {value})")
+            if le is not None and value > le:
+                raise LanternError(f"--{f.name} must be at most {le:g} (got {value})")
+
+    def samplers(self) -> list[tuple[dataclasses.Field, Any]]:
+        """(field, value) of every sampling setting, in the order their rules apply."""
+        return [(f, getattr(self, f.name)) for f in sampler_fields()]
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
     def rules(self) -> list[LogitsRule]:
-        """The logits rules in the order they apply: penalties first (on the model's own
-        logits), then temperature, then the truncations."""
-        rules: list[LogitsRule] = []
-        if self.repetition_penalty != 1.0:
-            rules.append(RepetitionPenalty(self.repetition_penalty))
-        if self.presence_penalty:
-            rules.append(PresencePenalty(self.presence_penalty))
-        if self.frequency_penalty:
-            rules.append(FrequencyPenalty(self.frequency_penalty))
-        if not self.greedy:
-            if self.temperature != 1.0:
-                rules.append(Temperature(self.temperature))
-            if self.top_k:
-                rules.append(TopK(self.top_k))
-            if self.top_p is not None and self.top_p < 1.0:
-                rules.append(TopP(self.top_p))
-            if self.min_p:
-                rules.append(MinP(self.min_p))
-        return rules
+        """The logits rules in the order they apply; a setting at its off value adds none, and
+        greedy decoding keeps only the rules that can change the best token."""
+        return [f.metadata["rule"](value) for f, value in self.samplers()
+                if value is not None and value != f.metadata["off"]
+                and (f.metadata["greedy_too"] or not self.greedy)]
+
+
+def sampler_fields() -> list[dataclasses.Field]:
+    """The sampling settings' fields (those declared with `sampler`)."""
+    return [f for f in dataclasses.fields(SamplingConfig) if "rule" in f.metadata]
 
 
 def choose(

@@ -13,10 +13,15 @@ from dataclasses import dataclass
 
 from lantern.errors import LanternError
 from lantern.generation.sampling import SamplingConfig
+from lantern.setting import setting
 
 # What a row's random generator takes (torch's seed range is wider; this is OpenAI's): row i
 # draws with seed + i, which stays within torch's range for any number of rows.
 SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+# Old spellings of generation flags; each still sets its field.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {"max_new_tokens": ("--max_length",)}
 
 
 def check_seed(seed: int | None, name: str = "--seed") -> None:
@@ -30,15 +35,21 @@ class GenerationConfig(SamplingConfig):
     """The sampling settings (temperature, top-k/p, min-p, penalties: SamplingConfig's fields)
     plus what ends a sequence and how the model runs."""
 
-    max_new_tokens: int = 100  # visible tokens: THINK (at most max_think_tokens in a row) apart
-    stop_strings: tuple[str, ...] = ()
-    eos_token_id: int | None = None
+    # visible tokens: THINK (at most max_think_tokens in a row) apart
+    max_new_tokens: int = setting(100, "tokens to generate")
+    stop_strings: tuple[str, ...] = setting(
+        (), "stop when this text appears (repeatable); EOS always stops", flag="--stop")
+    eos_token_id: int | None = None  # the model's own
     think_token_id: int | None = None  # None = never emit THINK
-    seed: int | None = None  # row i of a call draws from its own generator seeded seed + i
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool = False
-    steps_per_block: int | None = None  # recursion depth [the model's own]
+    seed: int | None = setting(None, "random seed: sample i uses seed + i, so the same seed "
+                               "gives the same text", unset="random")
+    num_beams: int = setting(1, "> 1 = beam search")
+    length_penalty: float = setting(
+        1.0, "beam score = log-prob / length^penalty (> 0 favours longer text)")
+    early_stopping: bool = setting(False, "beam search ends once num_beams hypotheses are "
+                                   "finished")
+    steps_per_block: int | None = setting(None, "recursion depth per block",
+                                          unset="the model's own")
 
     def __post_init__(self) -> None:
         self.stop_strings = tuple(self.stop_strings)

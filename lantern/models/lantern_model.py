@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -187,7 +186,10 @@ class RecursiveTransformer(nn.Module):
 
 
 class LANTERNModel(nn.Module):
-    """Token embedding, recursive transformer, and a language-model head (tied by default)."""
+    """Token embedding, recursive transformer, and a language-model head (tied by default).
+
+    Loading and sampling live above the model, which imports neither: `lantern.api.LLM`
+    (`from_pretrained`, `generate`) joins it to `lantern.checkpoint` and the decoding core."""
 
     def __init__(self, config: LANTERNConfig) -> None:
         super().__init__()
@@ -303,37 +305,3 @@ class LANTERNModel(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
         return logits, loss
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int = 100,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample a continuation of `input_ids` (B, L) with the KV cache; returns (B, L + new)."""
-        from lantern.generation.core import sample_tokens
-
-        return sample_tokens(
-            self,
-            input_ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            eos_token_id=eos_token_id,
-            generator=generator,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path, device: str | torch.device = "cpu"
-    ) -> LANTERNModel:
-        """Load a model from a checkpoint file or a run directory; its config travels with it."""
-        from lantern.checkpoint import load_model
-
-        return load_model(path, device=device)[0]

@@ -1,6 +1,6 @@
 """Adaptive requests (`adaptive: true`): the uncertainty controller picks each token's depth.
 
-They run through `lantern.controller`, taking turns with the batch token by token (the
+They run through `lantern.generation.adaptive`, taking turns with the batch token by token (the
 scheduler's `run_in_turns`): the n choices of one prompt form one controller batch (as
 `lantern generate --adaptive --num_samples n` does; the neediest row sets a step's depth), so
 they do not join the running batch of other requests. Their text streams as it is made. Each choice carries
@@ -15,9 +15,9 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from lantern.controller.generation import GenerationController
-from lantern.controller.uncertainty import UncertaintyController
 from lantern.errors import LanternError
+from lantern.generation.adaptive.controller import GenerationController
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 from lantern.generation.streaming import TextStream
 from lantern.serve.errors import APIError
 from lantern.serve.pieces import Piece, finish_reason

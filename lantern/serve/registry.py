@@ -12,8 +12,8 @@ from functools import cached_property
 from pathlib import Path
 
 from lantern.checkpoint import load_model
-from lantern.controller.thresholds import AdaptiveDefaults, adaptive_defaults
 from lantern.errors import LanternError
+from lantern.generation.adaptive.thresholds import AdaptiveDefaults, adaptive_defaults
 from lantern.generation.backends.gguf import is_gguf
 from lantern.generation.chat_format import ChatFormat, chat_format
 from lantern.generation.prompts import chat_stop_ids

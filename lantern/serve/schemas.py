@@ -1,25 +1,36 @@
 """Request bodies of the OpenAI-compatible endpoints, checked by pydantic.
 
 Types are strict (a string is never read as a number) and unknown fields are refused, so no
-setting is ever silently ignored. Fields beyond the OpenAI API: `top_k`, `min_p`,
-`repetition_penalty` (as llama.cpp and vLLM take them), `depth` (recursion steps per block of a
-recursive model), `adaptive` with `tau_low`/`tau_mid`/`tau_high`, `truncate` (keep the end of a
-prompt longer than the context instead of refusing it) and `ignore_eos` (as vLLM and llama.cpp:
+setting is ever silently ignored. The sampling fields are `SamplingConfig`'s; those beyond the
+OpenAI API: `top_k`, `min_p`, `repetition_penalty` (as llama.cpp and vLLM take them). Others:
+`depth` (recursion steps per block of a recursive model), `adaptive` with
+`tau_low`/`tau_mid`/`tau_high`, `truncate` (keep the end of a prompt longer than the context
+instead of refusing it) and `ignore_eos` (as vLLM and llama.cpp:
 generate through end-of-sequence tokens, e.g. for equal-length load tests).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    create_model,
+    model_validator,
+)
 
 from lantern.errors import LanternError
-from lantern.generation.sampling import MAX_TEMPERATURE, PENALTY_LIMIT, REPETITION_PENALTY_RANGE
+from lantern.generation.sampling import SamplingConfig, sampler_fields
 from lantern.generation.settings import SEED_RANGE, GenerationConfig
 from lantern.serve.errors import APIError
 from lantern.serve.limits import ServeLimits
+from lantern.setting import value_types
 
 if TYPE_CHECKING:
     from lantern.serve.registry import ServedModel
@@ -42,22 +53,29 @@ class StreamOptions(StrictModel):
     include_usage: StrictBool = False
 
 
-class GenerationFields(StrictModel):
+def sampling_fields() -> dict[str, Any]:
+    """A request field for every sampling setting, with its default, bounds and help read
+    from its `SamplingConfig` field: a sampler added there is a request field here too."""
+    fields, kinds = {}, value_types(SamplingConfig)
+    for f in sampler_fields():
+        kind = StrictInt if kinds[f.name] is int else Number
+        bounds = {k: f.metadata[k] for k in ("ge", "gt", "le") if f.metadata[k] is not None}
+        fields[f.name] = (kind | None if f.default is None else kind,
+                          Field(f.default, description=f.metadata["help"], **bounds))
+    return fields
+
+
+SamplingFields = create_model("SamplingFields", __base__=StrictModel, **sampling_fields())
+
+
+class GenerationFields(SamplingFields):
     """What decides the generated text, shared by completions and chat completions."""
 
     model: StrictStr | None = None
     max_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: Number = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
-    top_p: Number = Field(1.0, gt=0.0, le=1.0)
-    top_k: StrictInt | None = Field(None, ge=0)
-    min_p: Number | None = Field(None, ge=0.0, le=1.0)
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
     n: StrictInt = Field(1, ge=1)
     seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    presence_penalty: Number = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
-    frequency_penalty: Number = Field(0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT)
-    repetition_penalty: Number = Field(1.0, ge=REPETITION_PENALTY_RANGE[0],
-                                       le=REPETITION_PENALTY_RANGE[1])
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     depth: StrictInt | None = Field(None, ge=1)
@@ -114,11 +132,8 @@ class GenerationFields(StrictModel):
                            "to generate", param="max_tokens")
         try:
             return GenerationConfig(  # a prompt-only row (max_tokens 0) never reaches its policy
-                max_new_tokens=max(1, max_tokens), temperature=self.temperature,
-                top_k=self.top_k or None,
-                top_p=self.top_p if self.top_p < 1.0 else None, min_p=self.min_p or None,
-                repetition_penalty=self.repetition_penalty,
-                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                max_new_tokens=max(1, max_tokens),
+                **{f.name: getattr(self, f.name) for f in sampler_fields()},
                 stop_strings=self.stop_strings, seed=self.seed,
                 # the model's own depth shares the main batch
                 steps_per_block=None if self.depth == served.max_depth else self.depth)

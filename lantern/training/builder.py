@@ -11,7 +11,7 @@ from lantern.errors import LanternError
 from lantern.models.lantern_model import LANTERNModel
 from lantern.pretrained import load_pretrained
 from lantern.tokenizers import Tokenizer
-from lantern.training.config import MODEL_SHAPE_FLAGS, ModelSection
+from lantern.training.settings import MODEL_SHAPE_FLAGS, ModelSection
 
 
 def build_model_config(cfg: ModelSection, vocab_size: int, seq_length: int | None) -> LANTERNConfig:

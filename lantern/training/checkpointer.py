@@ -4,8 +4,8 @@ A full checkpoint (`checkpoint_step_N.pt`) holds the weights, the optimizer (key
 name, so it loads at any number of processes), the gradient scaler, the EMA, every rank's RNG
 states (CPU and, where present, CUDA and MPS) and whatever position the caller adds (the data
 sampler's). Under torchrun the state is gathered and rank 0 alone writes one consolidated file;
-with FSDP a `torch.distributed.checkpoint` sharded copy (`checkpoint_step_N.dcp/`) is written
-beside it for models too large to gather.
+with FSDP a sharded copy (`checkpoint_step_N.dcp/`, `lantern.training.sharded`) is written first,
+beside it, and a resume under FSDP reads that copy instead, each rank only its own shards.
 """
 
 from __future__ import annotations
@@ -16,12 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from lantern.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lantern.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_checkpoints
 from lantern.errors import LanternError
-from lantern.fileio import atomic_replace_directory, remove_stale_leftovers
+from lantern.fileio import remove_stale_leftovers
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.precision import Precision
+from lantern.training.sharded import (
+    SUFFIX,
+    is_resumable,
+    load_sharded,
+    read_train_state,
+    save_sharded,
+    sharded_checkpoints,
+    sharded_copy,
+)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -42,9 +51,21 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def resume_file(path: str | Path) -> Path:
+def resume_file(path: str | Path, sharded: bool = False) -> Path:
+    """The checkpoint a resume reads: the file or sharded copy named, or a run directory's newest
+    step. With `sharded` (FSDP) a step's sharded copy stands in for its consolidated file, so no
+    process loads the full state."""
     path = Path(path)
-    return latest_checkpoint(path) if path.is_dir() else path
+    if path.suffix == SUFFIX:
+        return path
+    if not sharded:
+        return latest_checkpoint(path) if path.is_dir() else path
+    if not path.is_dir():
+        return sharded_copy(path) if is_resumable(sharded_copy(path)) else path
+    steps = dict(step_checkpoints(path)) | dict(sharded_checkpoints(path))
+    if not steps:
+        return latest_checkpoint(path)  # says what is missing
+    return steps[max(steps)]
 
 
 class Checkpointer:
@@ -96,51 +117,53 @@ class Checkpointer:
             if ema is not None:
                 record["ema_state_dict"] = ema.state_dict()
                 record["ema_decay"] = ema.decay
+        if optimizer is not None and self.sharded:  # first: a .pt on disk has its sharded copy
+            save_sharded(sharded_copy(path), record, model, optimizer, ema, self.dist)
         if self.dist.is_main:
             save_checkpoint(path, record)
         if optimizer is not None:
-            if self.sharded:
-                self._save_sharded(path.with_suffix(".dcp"), model, optimizer)
             self.last_saved = path
         self.dist.barrier()
         return path
 
-    def _save_sharded(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_state, optim_state = get_state_dict(model, optimizer)
-        tmp = path.with_name(f".{path.name}.tmp")
-        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp))
-        self.dist.barrier()
-        if self.dist.is_main:
-            atomic_replace_directory(tmp, path)
-
     def restore(self, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                precision: Precision | None = None, ema: EMA | None = None) -> None:
-        """Load a full checkpoint into parts built for this run (the weights were loaded before
-        wrapping). Each rank takes its own RNG state when the number of ranks is unchanged."""
-        saved = state["optimizer_state_dict"]
+                precision: Precision | None = None, ema: EMA | None = None,
+                source: Path | None = None) -> None:
+        """Load a checkpoint into parts built for this run: a full one (its weights were loaded
+        before wrapping), or, when `source` is a sharded copy, weights, optimizer state and EMA
+        from its shards (collective, after wrapping). Each rank takes its own RNG state when the
+        number of ranks is unchanged."""
+        if ema is not None and "ema_decay" not in state:
+            raise LanternError("--ema_decay on resume: the checkpoint holds no EMA to continue")
+        if source is not None and source.suffix == SUFFIX:
+            load_sharded(source, model, optimizer, ema)
+        else:
+            self._restore_full(state, model, optimizer, ema)
+        if precision is not None:
+            precision.load_state_dict(state.get("scaler", {}))
+        per_rank = state.get("rng_per_rank") or [{"cpu": state["rng"]["torch"]}]
+        if len(per_rank) == self.dist.world_size:
+            restore_rng_state(per_rank[self.dist.rank])
+
+    def _restore_full(self, state: dict[str, Any], model: nn.Module,
+                      optimizer: torch.optim.Optimizer, ema: EMA | None) -> None:
         try:
-            self.dist.load_optimizer_state(model, optimizer, saved)
+            self.dist.load_optimizer_state(model, optimizer, state["optimizer_state_dict"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise LanternError(
                 f"the optimizer state in this checkpoint does not fit this run's parameter groups "
                 f"(an older LANTERN wrote it?); its weights still generate and export, but it cannot "
                 f"resume ({str(exc).splitlines()[0][:100]})") from None
-        if precision is not None:
-            precision.load_state_dict(state.get("scaler", {}))
         if ema is not None:
-            if "ema_state_dict" not in state:
-                raise LanternError("--ema_decay on resume: the checkpoint holds no EMA to continue")
             ema.load_state_dict(state["ema_state_dict"])
-        per_rank = state.get("rng_per_rank") or [{"cpu": state["rng"]["torch"]}]
-        if len(per_rank) == self.dist.world_size:
-            restore_rng_state(per_rank[self.dist.rank])
 
 
-def read_resume_state(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    file = resume_file(path)
+def read_resume_state(path: str | Path, sharded: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint `resume_file` picks and its state; of a sharded copy, the plain-data part
+    only (the tensors are read by `Checkpointer.restore`)."""
+    file = resume_file(path, sharded)
+    if file.suffix == SUFFIX:
+        return file, read_train_state(file)
     state = load_checkpoint(file)
     if "optimizer_state_dict" not in state or "train_config" not in state:
         raise LanternError(f"{file} holds weights only; resume needs a checkpoint_step_N.pt file")

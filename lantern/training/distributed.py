@@ -50,7 +50,8 @@ class Distributed:
         if not launched_by_torchrun():
             if fsdp:
                 raise LanternError("--fsdp shards the model over processes: launch with "
-                                   "`torchrun --nproc_per_node N -m lantern train ... --fsdp`")
+                                   "`torchrun --nproc_per_node N -m lantern train ... --fsdp` "
+                                   "(or resume an FSDP run in one process with --no-fsdp)")
             return cls(), pick_device(requested_device)
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", 0))

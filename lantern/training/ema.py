@@ -43,6 +43,11 @@ class EMA:
         """Full (gathered) tensors by parameter name; a collective call under FSDP."""
         return {name: _full(s).cpu() for name, s in zip(self.names, self.shadow, strict=True)}
 
+    def shards(self) -> dict[str, torch.Tensor]:
+        """The averages by parameter name as this rank holds them (DTensor shards under FSDP):
+        a sharded checkpoint saves them, and loads into them in place, without gathering."""
+        return dict(zip(self.names, self.shadow, strict=True))
+
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, s in zip(self.names, self.shadow, strict=True):

@@ -7,9 +7,11 @@ import math
 import torch
 from torch import nn
 
+from lantern.generation.core import generate_stream
+from lantern.generation.settings import GenerationConfig
 from lantern.tokenizers import Tokenizer
-from lantern.training.config import EvalSection
 from lantern.training.precision import Precision
+from lantern.training.settings import EvalSection
 
 
 class Evaluator:
@@ -46,9 +48,6 @@ class Evaluator:
         """A short sample from a fixed prompt, with its own RNG so training randomness is
         untouched; through the decoding core, so it follows generation's rules (no byte token
         the training data never used)."""
-        from lantern.generation.core import generate_stream
-        from lantern.generation.settings import GenerationConfig
-
         config = GenerationConfig(max_new_tokens=self.cfg.sample_length, temperature=0.8, top_k=40,
                                   seed=self.seed + offset)
         eos = self.tokenizer.eos_id

@@ -107,6 +107,7 @@ class MetricsLogger:
                         disable=self.quiet or None, file=sys.stderr)
         self.start = self.interval_start = time.perf_counter()
         self.interval_steps, self.interval_loss = 0, 0.0
+        self.paused_total, self.paused_at = 0.0, None
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -138,7 +139,7 @@ class MetricsLogger:
                  f"accuracy {100 * metrics['val_accuracy']:.1f}%")
         if sample is not None:
             self.say(f"  Sample: {sample[:300]!r}")
-        self.write({"step": step, **metrics})
+        self.write({"step": step, **metrics, "train_time": self.train_time()})
         if self.log is not None:
             plot_losses(self.log.records(), self.log.path.parent / PLOT_FILE)
 
@@ -153,14 +154,22 @@ class MetricsLogger:
     @contextmanager
     def excluded(self) -> Iterator[None]:
         """Time spent in the block (evaluations, saves) does not count against the speed."""
-        start = time.perf_counter()
+        start = self.paused_at = time.perf_counter()
         try:
             yield
         finally:
             self.interval_start += time.perf_counter() - start
+            self.paused_total += time.perf_counter() - start
+            self.paused_at = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def train_time(self) -> float:
+        """Seconds this process has spent training, evaluations and saves left out: the clock
+        of a time-to-quality comparison (written with each evaluation)."""
+        now = self.paused_at if self.paused_at is not None else time.perf_counter()
+        return now - self.start - self.paused_total
 
     def close(self) -> None:
         self.bar.close()

@@ -32,12 +32,12 @@ from lantern.checkpoint import load_checkpoint, step_checkpoints
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text, make_output_directory
 from lantern.training.checkpointer import Checkpointer
-from lantern.training.config import ScheduleSection
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.logs import TrainingLog
 from lantern.training.optim import LRSchedule
 from lantern.training.precision import Precision
+from lantern.training.settings import ScheduleSection
 
 
 class StopRequest:
@@ -123,6 +123,19 @@ def restore_random(rng: random.Random, state: Any) -> None:
     """Set `rng` to a state saved from `rng.getstate()`: a checkpoint keeps tuples as lists."""
     version, internal, gauss = state
     rng.setstate((version, tuple(internal), gauss))
+
+
+class SeededPhase:
+    """A phase whose state, beyond the weights and the optimizer, is its random generator (the
+    order it draws examples in): saved and restored with every checkpoint."""
+
+    rng: random.Random
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restore_random(self.rng, state["rng"])
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lantern.errors import LanternError
-from lantern.training.config import LoraSection
+from lantern.training.settings import LoraSection
 
 TARGETS = ("qkv", "proj", "up", "down")  # every linear layer of a block (attention and MLP)
 ADAPTER_NAME = "default"  # peft's name for a model's one adapter

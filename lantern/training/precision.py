@@ -14,7 +14,7 @@ import torch
 
 from lantern.device import autocast, pick_device, pick_dtype
 from lantern.errors import LanternError
-from lantern.training.config import PrecisionSection
+from lantern.training.settings import PrecisionSection
 
 
 def check_dtype_runs(device: torch.device, dtype: torch.dtype) -> None:

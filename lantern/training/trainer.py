@@ -20,17 +20,16 @@ import torch
 from torch import nn
 
 from lantern.config import LANTERNConfig
-from lantern.controller.thresholds import AdaptiveDefaults, fit_thresholds
 from lantern.data.batches import WindowSampler, eval_windows
 from lantern.data.corpus import RunData, sample_prompt
 from lantern.data.corpus import prepare_data as prepare_run_data
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text, fsync_directory, make_output_directory
+from lantern.generation.adaptive.thresholds import AdaptiveDefaults, fit_thresholds
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import TOKENIZER_FILE, tokenizer_from_json
 from lantern.training.builder import build_model_config, load_initial_model
 from lantern.training.checkpointer import Checkpointer, read_resume_state, resume_file
-from lantern.training.config import CONFIG_FILE, MODEL_SHAPE_FLAGS, TrainConfig
 from lantern.training.depth import DepthSchedule
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
@@ -41,6 +40,7 @@ from lantern.training.lora import LoraSettings, attach_lora, merged_state_dicts,
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.pause import insert_pause_tokens, insert_pauses_after
 from lantern.training.precision import Precision
+from lantern.training.settings import CONFIG_FILE, MODEL_SHAPE_FLAGS, TrainConfig
 
 __all__ = ["TrainConfig", "Trainer", "prepare_data", "resolve_resume", "train"]
 
@@ -69,7 +69,8 @@ def check_output_dir(directory: Path, overwrite: bool) -> None:
 def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """The saved training settings, with the flags given now taking precedence. The model comes
     from the checkpoint, so a shape flag that disagrees with it is refused, not ignored."""
-    file, state = read_resume_state(overrides["resume_from"])
+    # the settings, from a sharded copy's small plain-data part where there is one
+    file, state = read_resume_state(overrides["resume_from"], sharded=True)
     saved = TrainConfig(**state["train_config"]).flat()
     fixed = (*MODEL_SHAPE_FLAGS, "seq_length", "tokenizer", "vocab_size", "init_from", "lora_rank",
              "lora_alpha", "lora_targets")
@@ -77,7 +78,8 @@ def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, An
     if changed:
         raise LanternError(f"{', '.join(changed)} cannot change when resuming: the model and "
                            f"its tokenizer come from {file}")
-    merged = {**saved, **overrides, "resume_from": str(file), "overwrite": False}
+    merged = {**saved, **overrides, "overwrite": False}
+    merged["resume_from"] = str(resume_file(overrides["resume_from"], sharded=bool(merged["fsdp"])))
     if "output_dir" not in overrides:
         merged["output_dir"] = str(file.parent)
     return TrainConfig(**merged), state
@@ -86,16 +88,18 @@ def resolve_resume(overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, An
 class Trainer:
     """One run's parts, each built from its own config section."""
 
-    def __init__(self, cfg: TrainConfig, quiet: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, quiet: bool = False, run_directory: bool = True) -> None:
+        """`run_directory=False` builds the parts without touching the output directory (a
+        learning-rate range test trains a throw-away copy)."""
         self.cfg = cfg
         self.dist, device = Distributed.start(cfg.distributed.fsdp, cfg.precision.device)
         self.precision = Precision(cfg.precision, device, sharded=self.dist.fsdp)
         self.out = Path(cfg.checkpoint.output_dir)
         state = None
         if cfg.checkpoint.resume_from:  # every rank resumes from the file rank 0 picked
-            chosen = self.dist.gather(str(resume_file(cfg.checkpoint.resume_from)))[0]
-            self.resume_path, state = read_resume_state(chosen)
-        else:
+            chosen = resume_file(cfg.checkpoint.resume_from, sharded=self.dist.fsdp)
+            self.resume_path, state = read_resume_state(self.dist.gather(str(chosen))[0])
+        elif run_directory:
             check_output_dir(self.out, cfg.checkpoint.overwrite)
         self.build_data_and_model(state)
         self.build_optimization()
@@ -104,10 +108,11 @@ class Trainer:
         if state:
             self.restore(state)
         self.dist.barrier()  # every rank has checked the output directory before rank 0 writes
-        self.log = MetricsLogger(self.out if self.dist.is_main else None, cfg.metrics.log_interval,
+        writes = self.dist.is_main and run_directory
+        self.log = MetricsLogger(self.out if writes else None, cfg.metrics.log_interval,
                                  self.max_steps, self.step, self.tokens_per_step,
                                  len(self.data.train_tokens), resumed=state is not None, quiet=quiet)
-        if self.dist.is_main:
+        if writes:
             make_output_directory(self.out, "run")
             self.checkpointer.remove_stale_leftovers()
             atomic_write_text(self.out / TOKENIZER_FILE, self.data.tokenizer.to_json())
@@ -139,7 +144,7 @@ class Trainer:
         self.lora = LoraSettings.from_section(cfg.lora)
         if self.lora:  # before a resumed state, which holds the adapters
             attach_lora(self.model, self.lora)
-        if state:
+        if state and "model_state_dict" in state:  # a sharded copy loads after wrapping (restore)
             self.model.load_state_dict(state["model_state_dict"])
         self.window = cfg.data.seq_length or self.model_config.context_length
         self.model.to(device).train()  # an imported model comes in eval mode
@@ -185,7 +190,8 @@ class Trainer:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue where the checkpoint stopped: optimizer, scaler, EMA, RNGs, data position."""
-        self.checkpointer.restore(state, self.model, self.optimizer, self.precision, self.ema)
+        self.checkpointer.restore(state, self.model, self.optimizer, self.precision, self.ema,
+                                  source=self.resume_path)
         self.sampler.set_state(state["rng"]["batches"])
         if "depth" in state["rng"]:
             self.depth_generator.set_state(state["rng"]["depth"])
@@ -345,7 +351,7 @@ class Trainer:
 
     def fit_adaptive_thresholds(self) -> None:
         """Thresholds for `--adaptive` from the final weights' own uncertainty on held-out
-        windows (`lantern.controller.thresholds`), saved with the final model."""
+        windows (`lantern.generation.adaptive.thresholds`), saved with the final model."""
         with self.ema.applied() if self.cfg.ema.eval_ema else contextlib.nullcontext():
             model = self.plain_model()
             if model is not None:

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,15 +27,17 @@ from tqdm import tqdm
 
 from lantern.data.stories import build_corpus
 from lantern.data.text import read_text_file
-from lantern.errors import LanternError, require_positive
+from lantern.device import pick_device
+from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text
-from lantern.training.config import OptimizerSection, PrecisionSection
 from lantern.training.loop import RunSettings, TrainingLoop, Updates, constant_schedule, start_run
 from lantern.training.optim import make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection
 from lantern.trm.host import Host, load_host
 from lantern.trm.outputs import damage_reason, paired_files
 from lantern.trm.problems import read_problems
+from lantern.trm.settings import DEFAULT_WINDOW, CompressorConfig
 
 
 class DimensionCompressor(nn.Module):
@@ -112,39 +114,6 @@ def check_compressor_fits(info: dict, hidden_size: int, fingerprint: str | None,
 
 
 COMMAND = "lantern trm compressor"
-DEFAULT_WINDOW = 64  # tokens per stage-1a text window, unless the host reads fewer
-
-
-@dataclass
-class CompressorConfig:
-    host: str = ""
-    output_dir: str = "trm_compressor"
-    stage: str = "1a"
-    d_compressed: int = 256
-    batch_size: int = 512
-    num_epochs: int = 10
-    learning_rate: float = 1e-3
-    num_samples: int = 2000
-    data: str | None = None
-    init: str | None = None
-    layer: int = -1
-    window: int | None = None  # DEFAULT_WINDOW, or the host's context where that is shorter
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "cpu"
-    overwrite: bool = False
-    save_interval: int | None = None  # steps between resumable checkpoints; None = every epoch
-    resume_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.stage not in ("1a", "1b"):
-            raise LanternError(f"--stage must be 1a or 1b (got {self.stage!r})")
-        require_positive(self, "batch_size", "num_epochs", "num_samples")
-        for name in ("window", "save_interval"):
-            if getattr(self, name) is not None:
-                require_positive(self, name)
-        if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
-            raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
 
 
 def stage_sequences(host: Host, cfg: CompressorConfig, say: Callable[[str], None]
@@ -243,7 +212,7 @@ def train_compressor(cfg: CompressorConfig, quiet: bool = False) -> dict:
     metrics."""
     resume = start_run(run_settings(cfg))
     say = (lambda *a: None) if quiet else tqdm.write
-    host = load_host(cfg.host, cfg.device)
+    host = load_host(cfg.host, pick_device(cfg.device))
     layer = host.resolve_layer(cfg.layer)
     sequences = stage_sequences(host, cfg, say)
     if len(sequences) < 2:

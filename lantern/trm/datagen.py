@@ -31,40 +31,19 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from lantern.errors import LanternError, require_positive
+from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text, make_output_directory
 from lantern.training.distributed import Distributed
 from lantern.trm.host import Host, LanternHost, load_host
 from lantern.trm.outputs import damage_reason, paired_files
 from lantern.trm.problems import STEP_SEPARATOR, Problem, load_problems, step_result
+from lantern.trm.settings import DatagenConfig
 
 CONFIG_FILE = "datagen_config.json"
 PAIRS_STEM = "hidden_pairs"
-MODES = ("teacher", "generate")
 # Settings that do not change the pairs, so they may differ between a run and its resumption
 # (the host and the dataset are compared by the fingerprint of their contents instead of a path).
 RESUMABLE = ("auto_resume", "overwrite", "device", "host", "dataset", "output_dir")
-
-
-@dataclass
-class DatagenConfig:
-    host: str = ""
-    dataset: str = ""
-    output_dir: str = "trm_pairs"
-    num_samples: int = 1000
-    batch_size: int = 16
-    max_new_tokens: int = 512
-    checkpoint_every: int = 100
-    mode: str = "teacher"
-    layer: int = -1
-    auto_resume: bool = True
-    overwrite: bool = False
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise LanternError(f"--mode must be teacher or generate (got {self.mode!r})")
-        require_positive(self, "num_samples", "batch_size", "max_new_tokens", "checkpoint_every")
 
 
 @dataclass
@@ -256,9 +235,9 @@ def _prepare_output(out: Path, cfg: DatagenConfig, settings: dict) -> None:
 
 def generate_pairs(cfg: DatagenConfig, quiet: bool = False) -> tuple[Pairs, dict]:
     """Run (or resume) datagen; returns the merged pairs and the counts (on every rank)."""
-    dist, _ = Distributed.start(False, cfg.device)
+    dist, device = Distributed.start(False, cfg.device)
     quiet = quiet or not dist.is_main
-    host = load_host(cfg.host, cfg.device)
+    host = load_host(cfg.host, device)
     layer = host.resolve_layer(cfg.layer)
     problems = load_problems(cfg.dataset, cfg.num_samples)
     if cfg.mode == "teacher" and not all(p.thinking for p in problems):

@@ -21,62 +21,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lantern.errors import LanternError, require_positive
+from lantern.device import pick_device
+from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.trm.compressor import check_compressor_fits, load_compressor
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import boundary_states
 from lantern.trm.problems import load_problems
+from lantern.trm.settings import NEEDS_COMPRESSOR, NEEDS_TRM, EvalConfig
 from lantern.trm.training import batch_inputs, digits_to_answer, load_trm
-
-MODES = ("full", "no_think", "oracle", "oracle_compressed", "trm", "trm_digits", "mean", "zero",
-         "shuffled", "lm_head_first_token")
-NEEDS_TRM = ("trm", "trm_digits", "mean", "shuffled", "lm_head_first_token")
-NEEDS_COMPRESSOR = (*NEEDS_TRM, "oracle_compressed")
-
-
-@dataclass
-class EvalConfig:
-    host: str = ""
-    dataset: str = ""
-    output: str = "report.json"
-    trm_checkpoint: str | None = None
-    compressor_checkpoint: str | None = None
-    modes: str | None = None  # None = every mode the checkpoints allow
-    num_samples: int = 200
-    max_new_tokens: int = 256
-    batch_size: int = 64
-    eval_supervision_steps: int | None = None
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "cpu"
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        require_positive(self, "num_samples", "max_new_tokens", "batch_size", "bootstrap")
-        if self.eval_supervision_steps is not None:
-            require_positive(self, "eval_supervision_steps")
-
-    def mode_list(self) -> list[str]:
-        if self.modes is None:
-            return [m for m in MODES if m != "trm_digits"]
-        modes = [m.strip() for m in self.modes.split(",") if m.strip()]
-        unknown = [m for m in modes if m not in MODES]
-        if unknown or not modes:
-            raise LanternError(f"unknown --modes {unknown or self.modes!r}; choose from {', '.join(MODES)}")
-        if any(m in NEEDS_TRM for m in modes) and not (self.trm_checkpoint and self.compressor_checkpoint):
-            raise LanternError(f"modes {', '.join(m for m in modes if m in NEEDS_TRM)} need "
-                               "--trm_checkpoint and --compressor_checkpoint")
-        if "oracle_compressed" in modes and not self.compressor_checkpoint:
-            raise LanternError("mode oracle_compressed needs --compressor_checkpoint")
-        return modes
 
 
 def per_char_accuracy(predicted: str, gold: str) -> float:
@@ -98,7 +58,8 @@ def bootstrap_ci(values: np.ndarray, samples: int, seed: int) -> tuple[float, fl
 class Evaluator:
     def __init__(self, cfg: EvalConfig) -> None:
         self.cfg = cfg
-        host = load_host(cfg.host, cfg.device)
+        self.device = pick_device(cfg.device)
+        host = load_host(cfg.host, self.device)
         if not isinstance(host, LanternHost):
             raise LanternError("evaluation generates with the latent slot: --host must be a LANTERN "
                                "host trained by `lantern trm host`")
@@ -110,9 +71,9 @@ class Evaluator:
         if any(m in NEEDS_COMPRESSOR for m in self.modes):
             self.comp, info = load_compressor(cfg.compressor_checkpoint)
             check_compressor_fits(info, host.hidden_size, host.fingerprint, host.num_layers, "--host")
-            self.comp.to(cfg.device)
+            self.comp.to(self.device)
         if any(m in NEEDS_TRM for m in self.modes):
-            self.trm, self.trm_data = load_trm(cfg.trm_checkpoint, cfg.device)
+            self.trm, self.trm_data = load_trm(cfg.trm_checkpoint, self.device)
             if self.trm_data.get("host_fingerprint") != host.fingerprint:
                 raise LanternError("the TRM was trained on pairs of another host than --host")
             if self.trm.cfg.d_model != self.comp.d_compressed:
@@ -151,9 +112,9 @@ class Evaluator:
             out, digits = [], []
             with torch.no_grad():
                 for start in range(0, len(pre), self.cfg.batch_size):
-                    chunk = [self.comp.compress(h.to(self.cfg.device)) for h in
+                    chunk = [self.comp.compress(h.to(self.device)) for h in
                              pre[start:start + self.cfg.batch_size]]
-                    x, padding = batch_inputs(chunk, list(range(len(chunk))), self.cfg.device)
+                    x, padding = batch_inputs(chunk, list(range(len(chunk))), self.device)
                     if self.trm.cfg.num_slots > 1 or self.trm.cfg.result_digits:
                         result, logits = self.trm.trajectory(x, padding)
                         pred = result.slots
@@ -188,7 +149,7 @@ class Evaluator:
         if mode == "lm_head_first_token":
             states, _, extra = self.predicted_states()
             with torch.no_grad():
-                first = host.model.lm_head(states[:, -1].to(cfg.device)).argmax(dim=-1).tolist()
+                first = host.model.lm_head(states[:, -1].to(self.device)).argmax(dim=-1).tolist()
             prompts = [s.context + s.close + [f] for s, f in zip(self.segments, first, strict=True)]
             outputs = host.complete(prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
             answers = [host.answer_of([f] + t) for f, t in zip(first, outputs, strict=True)]
@@ -199,7 +160,7 @@ class Evaluator:
             states = self.oracle_states()
             if mode == "oracle_compressed":
                 with torch.no_grad():
-                    states = self.comp.decompress(self.comp.compress(states.to(cfg.device))).cpu()
+                    states = self.comp.decompress(self.comp.compress(states.to(self.device))).cpu()
         elif mode == "zero":
             states = torch.zeros(len(self.segments), slots, host.hidden_size)
         elif mode == "mean":

@@ -15,16 +15,15 @@ import copy
 import dataclasses
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lantern.checkpoint import save_checkpoint
-from lantern.errors import LanternError, require_positive
+from lantern.device import pick_device
+from lantern.errors import LanternError
 from lantern.models.lantern_model import IGNORE_INDEX
-from lantern.training.config import OptimizerSection, PrecisionSection
 from lantern.training.loop import (
     RunSettings,
     TrainingLoop,
@@ -35,6 +34,7 @@ from lantern.training.loop import (
 )
 from lantern.training.optim import make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection
 from lantern.trm.compressor import (
     DimensionCompressor,
     check_compressor_fits,
@@ -45,6 +45,7 @@ from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.model import SequenceTRM
 from lantern.trm.problems import Problem, load_problems
+from lantern.trm.settings import GRPOConfig
 from lantern.trm.training import batch_inputs, load_trm
 
 COMMAND = "lantern trm grpo"
@@ -67,39 +68,6 @@ def grpo_objective(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: t
         delta = logp_ref - logp_new
         loss = loss + kl_coef * (torch.exp(delta) - delta - 1).mean()
     return loss
-
-
-@dataclass
-class GRPOConfig:
-    host: str = ""
-    trm_checkpoint: str = ""
-    compressor_checkpoint: str = ""
-    dataset: str = ""
-    output_dir: str = "trm_grpo"
-    num_samples: int = 256
-    num_epochs: int = 1
-    group_size: int = 8
-    problems_per_step: int = 8
-    iterations: int = 2
-    learning_rate: float = 1e-5
-    clip: float = 0.2
-    kl_coef: float = 0.0
-    temperature: float = 1.0
-    max_new_tokens: int = 32
-    seed: int = 0
-    device: str = "cpu"
-    overwrite: bool = False
-    save_interval: int = 8  # steps between resumable checkpoints
-    resume_from: str | None = None
-
-    def __post_init__(self) -> None:
-        require_positive(self, "num_samples", "num_epochs", "problems_per_step", "iterations",
-                         "max_new_tokens", "save_interval")
-        if self.group_size < 2:
-            raise LanternError("--group_size must be at least 2 (advantages are relative)")
-        if self.temperature <= 0 or self.learning_rate <= 0 or self.clip <= 0 or self.kl_coef < 0:
-            raise LanternError("--temperature, --learning_rate and --clip must be positive, "
-                               "--kl_coef not negative")
 
 
 class SlotPolicy:
@@ -196,12 +164,13 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     """Train (or continue); writes `trm.pt` and `compressor.*` and a log of the sampled reward
     per step."""
     resume = start_run(run_settings(cfg))
-    host = load_host(cfg.host, cfg.device)
+    device = pick_device(cfg.device)
+    host = load_host(cfg.host, device)
     if not isinstance(host, LanternHost):
         raise LanternError("GRPO samples through the latent slot: --host must be a LANTERN host "
                            "trained by `lantern trm host`")
     host.require_slot()
-    trm, trm_data = load_trm(cfg.trm_checkpoint, cfg.device)
+    trm, trm_data = load_trm(cfg.trm_checkpoint, device)
     comp, comp_info = load_compressor(cfg.compressor_checkpoint)
     check_compressor_fits(comp_info, host.hidden_size, host.fingerprint, host.num_layers, "--host")
     if trm_data.get("host_fingerprint") != host.fingerprint:
@@ -209,7 +178,7 @@ def train_grpo(cfg: GRPOConfig, quiet: bool = False) -> dict:
     if trm.cfg.num_slots != host.num_slots:
         raise LanternError(f"the TRM predicts {trm.cfg.num_slots} slot(s), the host has "
                            f"{host.num_slots}")
-    comp.to(cfg.device)
+    comp.to(device)
     problems = load_problems(cfg.dataset, cfg.num_samples)
     torch.manual_seed(cfg.seed)
     reference = copy.deepcopy(trm).requires_grad_(False), copy.deepcopy(comp).requires_grad_(False)

@@ -18,6 +18,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from lantern.checkpoint import load_model, save_checkpoint
 from lantern.errors import LanternError
 from lantern.fileio import atomic_write, atomic_write_text
 from lantern.generation.core import generate_stream
@@ -315,8 +316,6 @@ class LanternHost(Host):
     def save_run(self, directory: Path, train_config: dict, step: int) -> None:
         """A run directory every loader accepts: `final_model.pt`, `config.json`,
         `tokenizer.json`, and the latent slot with `trm_host.json`."""
-        from lantern.checkpoint import save_checkpoint
-
         config = self.model.config
         save_checkpoint(directory / "final_model.pt", {
             "config": config.to_dict(), "model_state_dict": self.model.state_dict(),
@@ -378,8 +377,6 @@ def is_hf_model_dir(path: Path) -> bool:
 
 def load_host(path: str | Path, device: str | torch.device = "cpu") -> Host:
     """A LANTERN run directory (with its latent slot when it has one) or a local HF model dir."""
-    from lantern.checkpoint import load_model
-
     path = Path(path)
     if not path.exists():
         raise LanternError(f"host not found: {path}")

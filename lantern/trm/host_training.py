@@ -22,7 +22,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,78 +29,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lantern.config import PRESETS, preset_config
-from lantern.errors import LanternError, require_positive
+from lantern.config import preset_config
+from lantern.errors import LanternError
 from lantern.fileio import atomic_write_text
 from lantern.models.lantern_model import IGNORE_INDEX, LANTERNModel
-from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
+from lantern.training.loop import RunSettings, SeededPhase, TrainingLoop, Updates, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.trm.host import LanternHost, LatentSlot, Segments, host_tokenizer, load_host, pad_right
 from lantern.trm.problems import Problem, read_problems
+from lantern.trm.settings import HostTrainConfig
 
 COMMAND = "lantern trm host"
 SHAPE_FLAGS = ("hidden_size", "num_heads", "num_blocks", "steps_per_block", "mlp_hidden_size",
                "mlp", "norm", "position", "dropout")
-
-
-@dataclass
-class HostTrainConfig:
-    problems: str = ""
-    output_dir: str = "trm_host"
-    config: str | None = None  # None = gpt-128 (or the shape of --init_from)
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    min_lr: float | None = None
-    weight_decay: float = 0.1
-    max_steps: int = 2000
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    latent_weight: float = 1.0
-    slots: int = 1
-    detach_teacher_state: bool = False
-    no_think_fraction: float = 0.0
-    all_slots_fraction: float = 0.0  # share of mixed rows with every step in slots (else j uniform)
-    val_fraction: float | None = None  # None = 0.05 (unless val_problems is given)
-    val_problems: str | None = None
-    eval_interval: int = 250
-    eval_problems: int = 200
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-    overwrite: bool = False
-    init_from: str | None = None
-    hidden_size: int | None = None
-    num_heads: int | None = None
-    num_blocks: int | None = None
-    steps_per_block: int | None = None
-    mlp_hidden_size: int | None = None
-    mlp: str | None = None
-    norm: str | None = None
-    position: str | None = None
-    dropout: float | None = None
-    save_interval: int | None = None  # steps between resumable checkpoints; None = eval_interval
-    resume_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.config is not None and self.config not in PRESETS:
-            raise LanternError(f"unknown preset {self.config!r}; choose one of: {', '.join(PRESETS)}")
-        if self.val_fraction is not None and self.val_problems:
-            raise LanternError("--val_fraction and --val_problems both choose the validation set; "
-                               "give one")
-        require_positive(self, "batch_size", "max_steps", "eval_interval", "eval_problems", "slots")
-        if self.save_interval is not None:
-            require_positive(self, "save_interval")
-        if not 0 <= self.no_think_fraction <= 1 or not 0 < (self.val_fraction or 0.05) < 1:
-            raise LanternError("--no_think_fraction must be in [0, 1] and --val_fraction in (0, 1)")
-        if not 0 <= self.all_slots_fraction <= 1:
-            raise LanternError("--all_slots_fraction must be in [0, 1]")
-        if self.all_slots_fraction and self.slots == 1:
-            raise LanternError("--all_slots_fraction needs --slots above 1 (with one slot every "
-                               "mixed row has all its steps in slots)")
-        if self.learning_rate <= 0 or self.latent_weight < 0:
-            raise LanternError("--learning_rate must be positive and --latent_weight not negative")
 
 
 def thinking_targets(sequences: list[list[int]], start: list[int], pad_id: int
@@ -218,7 +160,7 @@ def steps_in_slots(rng: random.Random, slots: int, all_slots_fraction: float) ->
     return rng.randint(1, slots)
 
 
-class HostPhase:
+class HostPhase(SeededPhase):
     """Host training as a phase of the training loop: one step per batch of problems drawn
     with replacement, evaluated on held-out problems every `eval_interval` steps."""
 
@@ -257,12 +199,6 @@ class HostPhase:
                      f"full acc {accuracy['full_accuracy']:.3f} slot acc "
                      f"{accuracy['slot_accuracy']:.3f}")
         return [record]
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        restore_random(self.rng, state["rng"])
 
 
 def run_settings(cfg: HostTrainConfig, quiet: bool = False) -> RunSettings:

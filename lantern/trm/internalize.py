@@ -18,66 +18,25 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lantern.errors import LanternError, require_positive
+from lantern.errors import LanternError
 from lantern.fileio import check_replaceable_directory
 from lantern.models.lantern_model import IGNORE_INDEX
-from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
-from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
+from lantern.training.loop import RunSettings, SeededPhase, TrainingLoop, Updates, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.problems import STEP_SEPARATOR, Problem, read_problems
+from lantern.trm.settings import InternalizeConfig
 
 COMMAND = "lantern trm internalize"
-
-@dataclass
-class InternalizeConfig:
-    host: str = ""  # a host made by `lantern trm host` that thinks in full
-    problems: str = ""
-    val_problems: str | None = None
-    output_dir: str = "trm_internalized"
-    steps_per_stage: int = 500
-    learning_rate: float = 5e-4
-    min_lr: float | None = None  # None = learning_rate / 10
-    weight_decay: float = 0.1
-    warmup_steps: int = 20  # at the start of every stage
-    grad_clip: float = 1.0
-    batch_size: int = 32
-    removal_smoothing: float = 4.0  # λ; 0 = off
-    eval_problems: int | None = None  # None = 200 of the val_problems
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-    overwrite: bool = False
-    save_interval: int | None = None  # steps between resumable checkpoints; None = each stage's end
-    resume_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.host or not self.problems:
-            raise LanternError("internalization needs --host and --problems")
-        require_positive(self, "steps_per_stage", "batch_size", "learning_rate")
-        if self.save_interval is not None:
-            require_positive(self, "save_interval")
-        if self.eval_problems is not None:
-            if not self.val_problems:
-                raise LanternError("--eval_problems counts held-out problems; give --val_problems")
-            require_positive(self, "eval_problems")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise LanternError("--warmup_steps, --weight_decay and --grad_clip must not be negative")
-        if self.removal_smoothing < 0 or not math.isfinite(self.removal_smoothing):
-            raise LanternError(f"--removal_smoothing must be a finite number >= 0 (got "
-                               f"{self.removal_smoothing})")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
-            raise LanternError(f"--min_lr must be between 0 and --learning_rate (got {self.min_lr})")
-
 
 def step_count(problems: list[Problem], path: str) -> int:
     """K, the reasoning steps every problem has; refused by name when one has none or another
@@ -162,7 +121,7 @@ class StageSchedule(LRSchedule):
         return super().apply(optimizer, step % self.max_steps)
 
 
-class InternalizePhase:
+class InternalizePhase(SeededPhase):
     """Stepwise internalization as a phase of the training loop: `steps_per_stage` steps per
     stage, the optimizer's moments forgotten at each stage's start, the held-out accuracy
     measured before training and after each stage."""
@@ -201,12 +160,6 @@ class InternalizePhase:
                      f"{record['accuracy']:.3f} no-think {record['no_think_accuracy']:.3f}")
         records.append(record)
         return records
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        restore_random(self.rng, state["rng"])
 
 
 def run_settings(cfg: InternalizeConfig, quiet: bool = False) -> RunSettings:

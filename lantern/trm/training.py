@@ -32,88 +32,23 @@ from torch import nn
 from tqdm import tqdm
 
 from lantern.checkpoint import load_checkpoint, save_checkpoint
-from lantern.errors import LanternError, require_positive
+from lantern.errors import LanternError
 from lantern.models.lantern_model import IGNORE_INDEX
-from lantern.training.config import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.training.distributed import Distributed
 from lantern.training.ema import EMA
 from lantern.training.loop import RunSettings, TrainingLoop, Updates, restore_random, start_run
 from lantern.training.optim import LRSchedule, make_optimizer
 from lantern.training.precision import Precision
+from lantern.training.settings import OptimizerSection, PrecisionSection, ScheduleSection
 from lantern.trm.compressor import DimensionCompressor, check_compressor_fits, load_compressor
 from lantern.trm.datagen import Pairs, load_pairs
 from lantern.trm.host import LanternHost, load_host
 from lantern.trm.host_training import thinking_targets
 from lantern.trm.model import Carry, SequenceTRM, TRMConfig, halting_loss, halting_point
 from lantern.trm.problems import Problem
+from lantern.trm.settings import TRMTrainConfig
 
 COMMAND = "lantern trm train"
-
-@dataclass
-class TRMTrainConfig:
-    data: str = ""
-    compressor_checkpoint: str = ""
-    output_dir: str = "trm_model"
-    host: str | None = None
-    batch_size: int = 32
-    num_epochs: int = 100
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    min_lr: float | None = None
-    grad_clip: float = 1.0
-    n_layers: int = 2
-    n_heads: int = 4
-    d_hidden: int | None = None
-    core: str = "attention"  # or "mlp": an MLP-mixer over the (fixed-length) question
-    n_latent_steps: int = 6
-    n_deep_recursions: int = 3
-    n_supervision_steps: int = 8
-    eval_supervision_steps: int | None = None
-    use_halting: bool | None = None  # None = on for one slot, off along a trajectory
-    halt_threshold: float = 0.7
-    adaptive_halt_threshold: bool = True
-    bce_halt_loss: bool = False
-    halt_loss_weight: float = 0.5
-    per_step_updates: bool = True
-    use_ema: bool = True
-    ema_decay: float = 0.999
-    answer_loss_weight: float | None = None  # None = 1 with --host, 0 without
-    answer_loss_from: float = 0.0  # share of training before the answer loss starts
-    digit_loss_weight: float | None = None  # None = 1 along a trajectory, 0 for one slot
-    beta2: float = 0.99
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    overwrite: bool = False
-    save_interval: int | None = None  # batches between resumable checkpoints; None = every epoch
-    resume_from: str | None = None
-
-    def __post_init__(self) -> None:
-        require_positive(self, "batch_size", "num_epochs")
-        if self.save_interval is not None:
-            require_positive(self, "save_interval")
-        if self.learning_rate <= 0 or not 0 < self.val_fraction < 1:
-            raise LanternError("--learning_rate must be positive and --val_fraction in (0, 1)")
-        if not 0 < self.ema_decay < 1:
-            raise LanternError(f"--ema_decay must be in (0, 1) (got {self.ema_decay})")
-        if self.answer_loss_weight is None:
-            self.answer_loss_weight = 1.0 if self.host else 0.0
-        if self.answer_loss_weight < 0 or (self.digit_loss_weight or 0) < 0:
-            raise LanternError("--answer_loss_weight and --digit_loss_weight must not be negative")
-        if not 0 <= self.answer_loss_from < 1 or not 0 < self.beta2 < 1:
-            raise LanternError("--answer_loss_from must be in [0, 1) and --beta2 in (0, 1)")
-        if self.answer_loss_weight > 0 and not self.host:
-            raise LanternError("--answer_loss_weight > 0 needs --host (the frozen host the answer "
-                               "loss runs through)")
-
-    def planned_optimizer_steps(self, batches_per_epoch: int) -> int:
-        """The schedule's length: every optimizer step the run will take (halting can only
-        shorten it)."""
-        per_batch = self.n_supervision_steps if self.per_step_updates else 1
-        return self.num_epochs * batches_per_epoch * per_batch
-
 
 @dataclass
 class PreparedData:

@@ -3,8 +3,9 @@
 llama.cpp runs in-process behind its own HTTP server, bound to 127.0.0.1; requests use its
 native `/completion` endpoint, which reports token ids (a token whose text is an incomplete
 UTF-8 sequence has no text of its own, so ids, never strings, are what is compared). Sampling
-follows LANTERN's order and meaning: penalties over the whole text, then temperature, top-k,
-top-p and min-p; every other llama.cpp sampler is switched off.
+follows LANTERN's order and meaning (`sampling_payload`, from the sampling settings' fields):
+penalties over the whole text, then temperature, top-k, top-p and min-p; every other llama.cpp
+sampler is switched off.
 """
 
 from __future__ import annotations
@@ -23,11 +24,30 @@ import numpy as np
 from lantern.errors import LanternError
 from lantern.export.arches import can_shift_positions
 from lantern.export.describe import gguf_summary
+from lantern.generation.sampling import SamplingConfig
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.textgen import Completion
 
-SAMPLER_ORDER = ["penalties", "temperature", "top_k", "top_p", "min_p"]
 STOP_REASONS = {"eos": "stop_token", "word": "stop_string", "limit": "length"}
+
+
+def sampling_payload(config: SamplingConfig) -> dict[str, Any]:
+    """llama.cpp's request fields for every sampling setting, read from the settings' own
+    fields: the sampler chain in LANTERN's order, each value (its off value for None). A
+    setting llama.cpp lacks is refused by name unless it is off."""
+    body: dict[str, Any] = {"samplers": []}
+    for f, value in config.samplers():
+        off = f.metadata["off"]
+        if f.metadata["llamacpp"] is None:
+            if value is not None and value != off:
+                raise LanternError(f"--{f.name}: not available for a .gguf model (llama.cpp "
+                                   "runs it); use the run directory or .pt checkpoint")
+            continue
+        key, stage = f.metadata["llamacpp"]
+        body[key] = off if value is None else value
+        if stage not in body["samplers"]:
+            body["samplers"].append(stage)
+    return body
 
 
 class LlamaCppModel:
@@ -174,12 +194,8 @@ class LlamaCppModel:
         seed = config.seed + row if config.seed is not None else random.randrange(2**31)
         body = {
             "prompt": [int(i) for i in prompt_ids], "n_predict": config.max_new_tokens,
-            "cache_prompt": False, "samplers": SAMPLER_ORDER,
-            "temperature": config.temperature, "top_k": config.top_k or 0,
-            "top_p": config.top_p or 1.0, "min_p": config.min_p or 0.0,
-            "repeat_penalty": config.repetition_penalty, "repeat_last_n": self.context_length,
-            "presence_penalty": config.presence_penalty,
-            "frequency_penalty": config.frequency_penalty, "seed": seed,
+            "cache_prompt": False, **sampling_payload(config),
+            "repeat_last_n": self.context_length, "seed": seed,
             "stop": list(config.stop_strings), "return_tokens": True,
         }
         stop_ids = set(stop_ids) | ({config.eos_token_id} - {None})

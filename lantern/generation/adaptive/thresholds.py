@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from lantern.controller.uncertainty import UncertaintyController
 from lantern.errors import LanternError
+from lantern.generation.adaptive.uncertainty import UncertaintyController
 
 DEEPER, DEEPEST, THINK = 0.2, 0.05, 0.02
 UNFITTED_TAUS = (1.0, 2.0, 3.0)  # checkpoints saved before thresholds were fitted

@@ -25,9 +25,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lantern.controller.uncertainty import UncertaintyController, UncertaintySignals, mc_dropout
 from lantern.errors import LanternError
-from lantern.generation.core import Decoder, make_policies, run_policies
+from lantern.generation.adaptive.uncertainty import (
+    UncertaintyController,
+    UncertaintySignals,
+    mc_dropout,
+)
+from lantern.generation.core import Decoder, make_policies, padded_sequences, run_policies
 from lantern.generation.settings import GenerationConfig
 from lantern.models.kv_cache import KVCache
 from lantern.models.lantern_model import (
@@ -307,11 +311,8 @@ class GenerationController:
                     reasons[index] = event.stop_reason or "length"
         finally:
             self.transformer.train(was_training)
-        width = max(len(t) for t in new_tokens)
         pad = cfg.eos_token_id if cfg.eos_token_id is not None else 0
-        rows = [p + t + [pad] * (width - len(t)) for p, t in zip(prompts, new_tokens, strict=True)]
-        longest = max(len(r) for r in rows)
-        sequences = torch.tensor([[pad] * (longest - len(r)) + r for r in rows], dtype=torch.long)
+        sequences = padded_sequences(prompts, new_tokens, pad)
         return GenerationResult(sequences, new_tokens, trace, reasons)
 
 
