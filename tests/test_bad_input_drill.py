@@ -36,6 +36,7 @@ REPO = Path(lantern.__file__).resolve().parents[1]
 TINY_MODEL = ["--config", "nano", "--hidden_size", "32", "--num_heads", "2", "--num_blocks", "1",
               "--seq_length", "16", "--batch_size", "4", "--max_steps", "2", "--eval_interval", "2",
               "--eval_batches", "1", "--num_samples", "0"]
+RANGE_TEST = [*TINY_MODEL[:TINY_MODEL.index("--max_steps")], "--find_steps", "3"]
 GENERATE = ["--max_new_tokens", "4", "--seed", "1"]
 COMPRESSOR = ["--compressor_checkpoint", "comp/stage1b_best"]
 GRPO = ["trm", "grpo", "--host", "host", "--trm_checkpoint", "trm/best.pt", *COMPRESSOR,
@@ -85,6 +86,13 @@ CASES = [
          *TINY_MODEL, "--output_dir", "text.txt/out", expect="text.txt"),
     case("disk full while saving a checkpoint", "train", "--data_path", "text.txt", *TINY_MODEL,
          "--output_dir", "out", max_file_bytes=20_000, expect="too large|space|cannot write"),
+    # --- lr-find -------------------------------------------------------------------------
+    case("range test with a reversed range", "lr-find", "--data_path", "text.txt", *RANGE_TEST,
+         "--start_lr", "1", "--end_lr", "0.1", expect="--start_lr"),
+    case("range test given a step count", "lr-find", "--data_path", "text.txt", *RANGE_TEST,
+         "--max_steps", "5", expect="unrecognized arguments: --max_steps"),
+    case("range test plot in a missing folder", "lr-find", "--data_path", "text.txt",
+         *RANGE_TEST, "--plot", "nowhere/curve.png", expect="does not exist"),
     # --- generate ------------------------------------------------------------------------
     case("corrupt checkpoint (random bytes)", "generate", "--checkpoint", "random.pt", *GENERATE,
          expect="random.pt"),
@@ -485,7 +493,7 @@ def check_outcome(c: Case, outcome: Outcome) -> None:
 
 def test_the_drill_covers_every_command_and_sixty_kinds():
     assert len({c.kind for c in CASES}) == len(CASES) >= 60
-    assert {c.argv[0] for c in CASES} == set(COMMANDS)
+    assert {c.argv[0] for c in CASES} == {name.replace("_", "-") for name in COMMANDS}  # lr_find
     trm_steps = {c.argv[1] for c in CASES if c.argv[0] == "trm"}
     assert trm_steps == {"problems", "host", "compressor", "datagen", "train", "eval", "grpo"}
 

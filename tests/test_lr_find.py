@@ -35,11 +35,13 @@ def test_range_test_records_each_rate_smooths_and_suggests_below_the_minimum(tmp
     assert result.learning_rates == rates(1e-4, 1e-1, 30)[: len(result.learning_rates)]
     average, expected = 0.0, []
     for i, loss in enumerate(result.losses):  # debiased exponential average, written out
-        average = 0.98 * average + 0.02 * loss
-        expected.append(average / (1 - 0.98 ** (i + 1)))
+        average = 0.9 * average + 0.1 * loss
+        expected.append(average / (1 - 0.9 ** (i + 1)))
     assert result.smoothed == pytest.approx(expected, rel=1e-9)
     lowest = min(range(len(expected)), key=expected.__getitem__)
-    assert result.suggestion == pytest.approx(result.learning_rates[lowest] / 10)
+    assert lowest > 0
+    falls = [(expected[i] - expected[i + 1], result.learning_rates[i]) for i in range(lowest)]
+    assert result.suggestion == max(falls)[1]  # geometric rates: the steepest fall per log-rate
     assert result.losses[-1] < result.losses[0] - 0.3  # the model learned: the rates were applied
     assert not (tmp_path / "never").exists()  # a throw-away run writes no run directory
 
@@ -64,8 +66,10 @@ def test_lr_find_command_prints_a_suggestion_and_writes_the_curve(tmp_path, tiny
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in plot.with_suffix(".jsonl").read_text().splitlines()]
     assert len(rows) == 12 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    best = min(rows, key=lambda row: row["smoothed"])
-    assert f"suggested --learning_rate {best['learning_rate'] / 10:.2e}" in out
+    smoothed = [row["smoothed"] for row in rows]
+    lowest = smoothed.index(min(smoothed))
+    steepest = max(range(lowest), key=lambda i: smoothed[i] - smoothed[i + 1])
+    assert f"suggested --learning_rate {rows[steepest]['learning_rate']:.2e}" in out
 
 
 def test_lr_find_refuses_a_reversed_range_in_one_line(tmp_path, tiny_text, capsys):

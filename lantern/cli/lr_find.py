@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from lantern.cli.from_config import DefaultsFormatter, add_config_flags
+from lantern.errors import LanternError
 from lantern.training.lr_find import find_learning_rate, write_curve
 from lantern.training.settings import (
     FLAG_ALIASES,
@@ -37,7 +38,7 @@ def add_parser(subparsers) -> None:
         description="Train a throw-away copy of the model `lantern train` would build with the "
         "same flags, raising the learning rate geometrically from --start_lr to --end_lr over "
         "--find_steps steps (stopping once the loss diverges); print the curve, plot it, and "
-        "suggest a peak rate: a tenth of the rate at the smoothed loss's minimum.",
+        "suggest a peak rate: where the smoothed loss falls fastest, before its minimum.",
         formatter_class=DefaultsFormatter,
     )
     for section, (cls, skip) in SECTIONS.items():
@@ -53,8 +54,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in FLAG_SECTION and v is not None}
-    result = find_learning_rate(TrainConfig(**given), args.start_lr, args.end_lr, args.find_steps)
     plot = Path(args.plot)
+    if not plot.parent.is_dir():
+        raise LanternError(f"--plot {plot}: the folder {plot.parent} does not exist")
+    result = find_learning_rate(TrainConfig(**given), args.start_lr, args.end_lr, args.find_steps)
     table = write_curve(result, plot)
     shown = max(1, len(result.learning_rates) // 20)
     print(f"{'learning rate':>14}{'loss':>9}{'smoothed':>10}")

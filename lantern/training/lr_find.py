@@ -19,7 +19,7 @@ from lantern.fileio import atomic_write, atomic_write_text
 from lantern.training.settings import TrainConfig
 from lantern.training.trainer import Trainer
 
-SMOOTHING = 0.98  # exponential average of the loss, debiased, as the curve to read
+SMOOTHING = 0.9  # exponential average of the loss (about 10 steps), debiased: the curve to read
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum
 
 
@@ -33,9 +33,16 @@ class RangeTest:
 
     @property
     def suggestion(self) -> float:
-        """A tenth of the rate at the smoothed loss's minimum: still in the falling part."""
+        """The rate where the smoothed loss falls fastest against log(rate), up to its minimum:
+        the model learns quickly there and is still far from diverging (the minimum itself
+        lies near the edge)."""
         best = min(range(len(self.smoothed)), key=self.smoothed.__getitem__)
-        return self.learning_rates[best] / 10
+        if best == 0:
+            return self.learning_rates[0]
+        logs = [math.log(lr) for lr in self.learning_rates]
+        slopes = [(self.smoothed[i + 1] - self.smoothed[i]) / (logs[i + 1] - logs[i])
+                  for i in range(best)]
+        return self.learning_rates[min(range(best), key=slopes.__getitem__)]
 
     def to_json_lines(self) -> str:
         rows = zip(self.learning_rates, self.losses, self.smoothed, strict=True)
