@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pexpect
@@ -36,10 +37,18 @@ def model_file(tmp_path_factory):
     return path
 
 
+def as_from_a_shell() -> None:
+    """Ctrl-C reaches the child as it would from a terminal: a signal mask or an ignored SIGINT
+    left in the test process by earlier tests' libraries is inherited across exec otherwise."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(model_file, *args: str) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "lantern", *args, "--model", str(model_file),
                                            "--device", "cpu"],
-                          encoding="utf-8", timeout=30, dimensions=(40, 200))
+                          encoding="utf-8", timeout=30, dimensions=(40, 200),
+                          preexec_fn=as_from_a_shell)
     child.expect("Type /help for commands")
     child.expect("> ")
     return child
