@@ -1,6 +1,7 @@
 """Decoding speed on a real pretrained model: LANTERN's PyTorch decoding core (the imported
-model) vs transformers `generate` (its own loading of the same GGUF, dequantized to float32) vs
-llama.cpp (xllamacpp) on the Q4_1 file and on an F16 GGUF that LANTERN exports from the import.
+model), eager and with `--compile` (the warm-up compiles it for each batch), vs transformers
+`generate` (its own loading of the same GGUF, dequantized to float32) vs llama.cpp (xllamacpp)
+on the Q4_1 file and on an F16 GGUF that LANTERN exports from the import.
 
     .venv/bin/python benchmarks/decode_pretrained.py [--model smollm2-135m-instruct] \
         [--new_tokens 32] [--repeats 3] [--threads 2]
@@ -28,11 +29,11 @@ import torch
 PROMPT = "<|im_start|>user\nWrite a short story about a fox and an owl.<|im_end|>\n<|im_start|>assistant\n"
 
 
-def lantern_decode(model, ids: list[int], batch: int, new: int) -> None:
+def lantern_decode(model, ids: list[int], batch: int, new: int, compile: bool = False) -> None:
     from lantern.generation.core import generate_stream
     from lantern.generation.settings import GenerationConfig
 
-    config = GenerationConfig(temperature=0.0, max_new_tokens=new)
+    config = GenerationConfig(temperature=0.0, max_new_tokens=new, compile=compile)
     count = sum(1 for _ in generate_stream(model, None, [ids] * batch, config))
     assert count == batch * new, count
 
@@ -122,6 +123,8 @@ def main() -> None:
             half = LlamaCpp(f16, batch, context, args.threads)
             engines = {
                 "LANTERN (PyTorch, fp32)": lambda b=batch: lantern_decode(model, ids, b, args.new_tokens),
+                "LANTERN --compile (fp32)":
+                    lambda b=batch: lantern_decode(model, ids, b, args.new_tokens, True),
                 "transformers generate (fp32)":
                     lambda b=batch: transformers_decode(theirs, ids, b, args.new_tokens),
                 "llama.cpp Q4_1": lambda b=batch, s=q4: s.decode(ids, b, args.new_tokens),

@@ -41,14 +41,16 @@ class LLM:
         top_p: float | None = None,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Tensor in, tensor out: `input_ids` (B, L) and its sampled continuation (B, L + new),
-        on the decoding core with the KV cache; rows that stopped early are padded with EOS."""
+        on the decoding core with the KV cache; rows that stopped early are padded with EOS.
+        `compile`: run each token as one compiled function (`lantern.generation.compiled`)."""
         seed = None
         if generator is not None:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                  top_k=top_k, top_p=top_p, seed=seed)
+                                  top_k=top_k, top_p=top_p, seed=seed, compile=compile)
         prompts = input_ids.tolist()
         new_tokens: list[list[int]] = [[] for _ in prompts]
         stop = () if eos_token_id is None else (eos_token_id,)

@@ -16,6 +16,7 @@ from conftest import TINY_TEXT, perturbed_model, save_run
 
 from lantern.cli.main import build_parser, main
 from lantern.generation import core
+from lantern.generation.compiled import token_logits
 from lantern.tokenizers import CharTokenizer
 
 MODES = {
@@ -54,6 +55,8 @@ def cases(other_run: Path, eos_run: Path, tokenizer_file: Path, output: Path) ->
         "--stop": Case([]),  # a character of the text without it, picked per run
         "--seed": Case(["2"]),
         "--steps_per_block": Case(["4"]),
+        # Compiling changes how each token runs, not the text: observed as such.
+        "--compile": Case([]),
         "--tokenizer": Case([str(tokenizer_file)]),
         # The device changes where the model runs, not the text: observed as such.
         "--device": Case(["cpu" if torch.cuda.is_available() else "cuda"]),
@@ -120,6 +123,7 @@ class Outcome:
     written: str | None
     device: str | None
     batches: list[int]
+    compiled: bool  # whether the decoder ran its per-token step compiled
 
 
 ADD = core.Decoder.add
@@ -128,13 +132,18 @@ ADD = core.Decoder.add
 def generate(argv: list[str], output: Path, stdin: str, capsys, monkeypatch) -> Outcome:
     batches: list[int] = []
     devices: list[str] = []
+    compiled: list[bool] = []
 
     def observed_add(decoder, prompts, *args, **kwargs):
         batches.append(len(prompts))
         devices.append(str(decoder.device))
+        compiled.append(decoder.token_step is not None)
         return ADD(decoder, prompts, *args, **kwargs)
 
     monkeypatch.setattr(core.Decoder, "add", observed_add)
+    # The step `--compile` runs, uncompiled: this test is about wiring; compiling (a minute) is
+    # tested against the plain model in test_compiled_decoding.py.
+    monkeypatch.setattr(core, "compiled_step", lambda: token_logits)
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     torch.manual_seed(0)  # runs without --seed draw their seeds from here
     code = main(["generate", *argv])
@@ -143,7 +152,8 @@ def generate(argv: list[str], output: Path, stdin: str, capsys, monkeypatch) -> 
     written = None
     if output.exists():
         written = re.sub(r'"tokens_per_second": [0-9.e+-]+', "", output.read_text())
-    return Outcome(code, out, err, written, devices[0] if devices else None, batches)
+    return Outcome(code, out, err, written, devices[0] if devices else None, batches,
+                   any(compiled))
 
 
 def generate_flags() -> set[str]:

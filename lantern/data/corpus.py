@@ -6,6 +6,7 @@ the tokenizer that made them; text files and the built-in story corpus can train
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -13,11 +14,14 @@ from typing import Protocol
 import numpy as np
 
 from lantern.data.stories import build_corpus
-from lantern.data.text import read_text_file
-from lantern.data.token_store import encode_text, is_token_file, load_tokens
+from lantern.data.text import check_text_file
+from lantern.data.token_store import encode_text, is_token_file, load_tokens, read_text_blocks
 from lantern.errors import LanternError
 from lantern.tokenizers import CharTokenizer, HFTokenizerAdapter, Tokenizer, resolve_tokenizer
 from lantern.tokenizers.base import EOS
+
+# Text handed to tokenizer training per block: `tokenizers` buffers 256 of them at a time.
+TRAIN_BLOCK_BYTES = 1 << 16
 
 
 class DataSettings(Protocol):
@@ -45,7 +49,26 @@ def builtin_corpus_text(num_chars: int, seed: int) -> str:
     return "".join(story + EOS for story in build_corpus(num_chars, seed=seed))
 
 
-def make_tokenizer(cfg: DataSettings, texts: list[str]) -> Tokenizer:
+def training_text(paths: Sequence[str | Path], block_bytes: int = TRAIN_BLOCK_BYTES
+                  ) -> Iterator[str]:
+    """The files' text for a new tokenizer, block by block, so training holds a block, not a
+    file. Blocks end where the tokenizers split anyway (see `read_text_blocks`), so the
+    vocabulary is the one the whole text gives; the files are checked before any is read."""
+    checked = [check_text_file(path) for path in paths]
+
+    def blocks() -> Iterator[str]:
+        for path in checked:
+            blank = True
+            for block in read_text_blocks(path, block_bytes):
+                blank = blank and block.isspace()
+                yield block
+            if blank:
+                raise LanternError(f"data file holds only whitespace: {path}")
+
+    return blocks()
+
+
+def make_tokenizer(cfg: DataSettings, texts: Iterable[str]) -> Tokenizer:
     if cfg.tokenizer == "char":
         return CharTokenizer.train(texts)
     if cfg.tokenizer == "bpe":
@@ -69,10 +92,10 @@ def prepare_data(cfg: DataSettings, tokenizer: Tokenizer | None, seed: int) -> R
         source = f"built-in story corpus ({len(text):,} characters)"
     else:
         if tokenizer is None:
-            texts = [] if token_file else [read_text_file(cfg.data_path)]
+            paths = [] if token_file else [cfg.data_path]
             if cfg.val_data_path and not is_token_file(cfg.val_data_path) and cfg.tokenizer == "char":
-                texts.append(read_text_file(cfg.val_data_path))
-            tokenizer = make_tokenizer(cfg, texts)
+                paths.append(cfg.val_data_path)
+            tokenizer = make_tokenizer(cfg, training_text(paths))
         tokens = load_tokens(cfg.data_path, tokenizer)
         source = cfg.data_path
     if cfg.val_data_path:

@@ -63,6 +63,7 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool = False,
     steps_per_block: int | None = None,
+    compile: bool = False,
 ) -> list[list[Hypothesis]]:
     """For each prompt, its finished hypotheses, best first. A policy over the decoding core:
     the decoder keeps `num_beams` rows per prompt and follows the surviving beams."""
@@ -71,7 +72,7 @@ def beam_search(
     batch, vocab = len(prompts), model.config.vocab_size
     was_training = model.training
     model.eval()
-    decoder = Decoder(model, steps_per_block)
+    decoder = Decoder(model, steps_per_block, compile)
     handles = decoder.add(prompts)
     row_of = {handle: row for row, handle in enumerate(decoder.handles)}
     decoder.reorder([row_of[h] for h in handles for _ in range(num_beams)])  # encoded once

@@ -23,6 +23,7 @@ import torch
 
 from lantern.errors import LanternError
 from lantern.generation import sampling
+from lantern.generation.compiled import compiled_step
 from lantern.generation.settings import GenerationConfig
 from lantern.generation.streaming import TextStream
 from lantern.models.kv_cache import KVCache
@@ -39,8 +40,13 @@ StepForward = Callable[[torch.Tensor, StepContext], torch.Tensor]
 class Decoder:
     """Rows of a running batch: each with its own tokens, positions and KV-cache slots."""
 
-    def __init__(self, model: LANTERNModel, steps_per_block: int | None = None) -> None:
+    def __init__(
+        self, model: LANTERNModel, steps_per_block: int | None = None, compile: bool = False
+    ) -> None:
+        """`compile`: plain steps run the compiled one-graph step (`compiled.py`); prefill,
+        slides and a policy's own `forward` stay eager."""
         self.model = model
+        self.token_step = compiled_step() if compile else None
         self.steps = steps_per_block or model.config.steps_per_block
         self.context = model.config.context_length
         window = model.config.attention_window
@@ -178,7 +184,24 @@ class Decoder:
         tokens = tokens.reshape(-1, 1).to(self.device)
         self._slide()
         positions = self.cache.lengths[:, None].clone()
-        self.model.cover_positions(int(positions.max()) + 1)
+        end = int(positions.max()) + 1
+        self.model.cover_positions(end)
+        if forward is None and self.token_step is not None:
+            logits, keys, values = self.token_step(self.model, self.cache, tokens, positions,
+                                                   self.steps, self.cache.token_span(end))
+            self.cache.commit_token(positions, keys, values)
+        else:
+            logits = self._eager_step(tokens, positions, forward)
+        for row, token in zip(self.history, tokens[:, 0].tolist(), strict=True):
+            row.append(token)
+            if len(row) > 2 * self.context:
+                del row[: -self.context]
+        self._logits = logits.float()
+        return self._logits
+
+    def _eager_step(
+        self, tokens: torch.Tensor, positions: torch.Tensor, forward: StepForward | None
+    ) -> torch.Tensor:
         h = self.model.embed(tokens, positions)
         transformer = self.model.transformer
         ctx = transformer.prepare(1, self.cache, positions, self.device, self.steps)
@@ -188,12 +211,7 @@ class Decoder:
         else:
             logits = forward(h, ctx)
         transformer.finish(ctx)
-        for row, token in zip(self.history, tokens[:, 0].tolist(), strict=True):
-            row.append(token)
-            if len(row) > 2 * self.context:
-                del row[: -self.context]
-        self._logits = logits.float()
-        return self._logits
+        return logits
 
 
 @dataclass
@@ -427,7 +445,7 @@ def generate_stream(
     was_training = model.training
     model.eval()
     try:
-        decoder = Decoder(model, config.steps_per_block)
+        decoder = Decoder(model, config.steps_per_block, config.compile)
         handles = decoder.add(prompts, inputs_embeds)
         policies = make_policies(tokenizer, prompts, config, model.config.vocab_size, stop_ids,
                                  decoder.device, top_logprobs, first_row)

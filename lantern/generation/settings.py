@@ -50,6 +50,9 @@ class GenerationConfig(SamplingConfig):
                                    "finished")
     steps_per_block: int | None = setting(None, "recursion depth per block",
                                           unset="the model's own")
+    compile: bool = setting(False, "compile the per-token step into one native function "
+                            "(torch.compile; needs a C++ compiler; the first call compiles for "
+                            "about a minute)")
 
     def __post_init__(self) -> None:
         self.stop_strings = tuple(self.stop_strings)

@@ -80,7 +80,8 @@ def beam_completions(
                            f"hypotheses; --num_samples {count} asks for more")
     start = time.perf_counter()
     found = beam_search(model, [prompt_ids], config.num_beams, config.max_new_tokens, stop_ids,
-                        config.length_penalty, config.early_stopping, config.steps_per_block)
+                        config.length_penalty, config.early_stopping, config.steps_per_block,
+                        config.compile)
     seconds = time.perf_counter() - start
     return [_beam_text(tokenizer, prompt, h.tokens, config, stop_ids, seconds)
             for h in found[0][:count]]
@@ -110,7 +111,8 @@ def _complete_beams(
 ) -> list[Completion]:
     """The best beam of each prompt; its text arrives in one piece once the search ends."""
     found = beam_search(model, prompt_ids, config.num_beams, config.max_new_tokens, stop_ids,
-                        config.length_penalty, config.early_stopping, config.steps_per_block)
+                        config.length_penalty, config.early_stopping, config.steps_per_block,
+                        config.compile)
     seconds = time.perf_counter() - start
     results = []
     for row, hypotheses in enumerate(found):

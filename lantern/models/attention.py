@@ -221,6 +221,24 @@ def chunks(
             yield row, start, stop, queries, keys, values
 
 
+def attend_cached(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    allowed: torch.Tensor,
+) -> torch.Tensor:
+    """One query per row (B, H, 1, D) over cached keys/values (B, KV heads, S, D) where
+    `allowed` (B, 1, 1, S), plus its own new key/value (B, KV heads, 1, D): one softmax over
+    both score sets, the cache only read (a compiled step then never copies it). Query heads
+    share their key/value head in groups, as `repeat_interleave` pairs them, without a copy."""
+    batch, heads, _, dim = q.shape
+    groups = keys.shape[1]
+    q = q.reshape(batch, groups, heads // groups, dim) * dim**-0.5
+    old = (q @ keys.transpose(-1, -2)).masked_fill(~allowed.view(batch, 1, 1, -1), float("-inf"))
+    new = (q * k).sum(dim=-1, keepdim=True)  # (B, groups, per group, 1)
+    probs = torch.cat([old, new], dim=-1).softmax(dim=-1)
+    y = probs[..., :-1] @ values + probs[..., -1:] * v
+    return y.reshape(batch, heads, 1, dim)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head (or grouped-query) causal attention, full or sliding-window."""
 
@@ -264,6 +282,11 @@ class CausalSelfAttention(nn.Module):
         (blocked when a window is set); with cached history it goes through `write.mask`."""
         batch, length, _ = x.shape
         q, k, v = self.project(x, rope)
+        if cache is not None and write is not None and write.pending is not None:
+            write.pending[layer] = (k, v)
+            keys, values = (t[layer][:, :, : write.span] for t in (cache.keys, cache.values))
+            y = attend_cached(q, keys, values, k, v, write.mask)
+            return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, -1)))
         if cache is not None and write is not None:
             k, v = cache.write(layer, k, v, write)
         mask = write.mask if write is not None else None

@@ -14,6 +14,8 @@ import torch
 from lantern.errors import LanternError
 from lantern.models.attention import window_allows
 
+MIN_TOKEN_SPAN = 256  # the smallest span a compiled step attends to (see `token_span`)
+
 
 class KVCache:
     """Keys and values of every block application, for a batch of rows that each keep their own
@@ -133,6 +135,37 @@ class KVCache:
         mask = window_allows(positions, held, self.window, self.sink)  # (B, L, span)
         return CacheWrite(fresh=False, keep=None, slots=slots, mask=mask[:, None], span=span)
 
+    def plan_token(self, positions: torch.Tensor, span: int) -> CacheWrite:
+        """The plan of one new token per row (B, 1) for a compiled step: no host syncs, and the
+        cache is only read. Each query attends over the slots it may see as they are now (the
+        slot its token will take holds nothing it may see: empty, or a position out of the
+        window) plus its own new key; the new keys/values wait in `pending` for `commit_token`,
+        so the compiled graph never copies the cache to mutate it. The caller keeps positions
+        inside the cache (the decoder slides a full row first) and below `span`, the slots
+        attended (a step compiles once per span: see `token_span`)."""
+        mask = window_allows(positions, self.slot_position[:, :span], self.window, self.sink)
+        return CacheWrite(fresh=False, keep=None, slots=self.slot_of(positions),
+                          mask=mask[:, None], span=span, pending={})
+
+    def token_span(self, end: int) -> int:
+        """Slots a compiled step attends to when every position is below `end`: a power of two
+        from 256 up (a ring: all of it), so a long output compiles a handful of times, and a
+        short one never reads a mostly empty 8k-slot cache."""
+        if self.is_ring:
+            return self.capacity
+        return min(self.capacity, max(MIN_TOKEN_SPAN, 1 << (end - 1).bit_length()))
+
+    def commit_token(self, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store a compiled step's keys and values (layers, B, kv heads, 1, D) of the tokens at
+        `positions` (B, 1), every layer in one scatter, and advance the rows."""
+        slots = self.slot_of(positions)
+        index = slots[None, :, None, :, None].expand(keys.shape[0], -1, keys.shape[2], -1,
+                                                      keys.shape[4])
+        self.keys.scatter_(3, index, keys)
+        self.values.scatter_(3, index, values)
+        self.slot_position.scatter_(1, slots, positions)
+        self.lengths.copy_(positions[:, -1] + 1)
+
     def _uniform_plan(self, positions: torch.Tensor) -> CacheWrite:
         """The common case (one prompt, or samples of one prompt): contiguous slots, and no
         mask at all for a single new token of a full-attention cache."""
@@ -233,3 +266,5 @@ class CacheWrite:
     mask: torch.Tensor | None  # (B|1, 1, L, span) True = may attend; None = causal (window)
     span: int  # slots attended to
     start: int | None = None  # every row writes slots start..start+L-1 (a slice)
+    # A compiled step's new keys/values by layer, kept out of the cache until `commit_token`.
+    pending: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None

@@ -78,8 +78,11 @@ class RecursiveTransformer(nn.Module):
         position_ids: torch.Tensor | None,
         device: torch.device,
         steps: int,
+        span: int | None = None,
     ) -> StepContext:
-        """Positions, and the cache plan, for `length` new tokens after each row's cached ones."""
+        """Positions, and the cache plan, for `length` new tokens after each row's cached ones.
+        `span`: one token per row after history, attending to the first `span` slots, planned
+        without host syncs and without writing the cache (a compiled step)."""
         if position_ids is None:
             position_ids = positions_after(cache, length, device)[0]
         rope = self.rotary(position_ids) if self.rotary is not None else None
@@ -92,7 +95,10 @@ class RecursiveTransformer(nn.Module):
                     raise LanternError(
                         f"this cache was built for {stride} steps per block; {steps} were asked"
                     )
-            write = cache.plan(position_ids.expand(cache.batch_size, -1))
+            if span is not None:
+                write = cache.plan_token(position_ids, span)
+            else:
+                write = cache.plan(position_ids.expand(cache.batch_size, -1))
         return StepContext(rope, cache, write, stride, position_ids)
 
     def finish(self, ctx: StepContext) -> None:

@@ -4,6 +4,7 @@ tokens so that a character never seen in training still round-trips exactly."""
 from __future__ import annotations
 
 import json
+import mmap
 import re
 from collections.abc import Iterable, Sequence
 
@@ -31,6 +32,14 @@ def split_special(text: str, pattern: re.Pattern[str] = _SPECIAL_PATTERN) -> lis
     if "<" not in text:
         return [text]
     return [piece for piece in pattern.split(text) if piece]
+
+
+def release_pages(tokens: np.ndarray) -> None:
+    """Drop a read-only memory-mapped array's pages from this process's resident memory after
+    reading them: the page cache keeps them, but resident memory no longer grows with the file."""
+    mapped = getattr(tokens, "_mmap", None)  # numpy's own handle on the mapping
+    if mapped is not None and getattr(tokens, "mode", None) == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 class CharTokenizer(Tokenizer):
@@ -91,6 +100,7 @@ class CharTokenizer(Tokenizer):
                 piece = np.asarray(tokens[start:start + NOTE_SLICE_TOKENS])
                 used = np.unique(piece[piece >= self._byte_start])
                 self.seen_bytes.update(int(i) - self._byte_start for i in used)
+                release_pages(tokens)
 
     def _encode_plain(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)

@@ -165,6 +165,9 @@ class GenerationController:
         self.embedding_matrix = self.model.get_embedding_matrix()
         self.uncertainty = uncertainty_controller or UncertaintyController()
         self.config = config or GenerationConfig()
+        if self.config.compile:
+            raise LanternError("--compile has no effect on adaptive decoding, whose tokens each "
+                               "run their own depth; drop --compile")
         # recur_fn(h, steps): the uncached path (`reference_probs`); decoding uses the KV cache.
         self.recur_fn = recur_fn or (lambda h, steps: self.transformer(h, steps_per_block=steps))
         rate = self.uncertainty.mc_dropout
