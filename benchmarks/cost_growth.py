@@ -65,9 +65,7 @@ def lantern_steps(train_ids: torch.Tensor, vocab: int, steps: int) -> Iterator[n
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate_at(step, ref.LR, ref.MIN_LR, ref.WARMUP, steps)
-        ix = torch.randint(len(train_ids) - ref.CONTEXT - 1, (ref.BATCH,))
-        x = torch.stack([train_ids[i : i + ref.CONTEXT] for i in ix])
-        y = torch.stack([train_ids[i + 1 : i + 1 + ref.CONTEXT] for i in ix])
+        x, y = ref.random_windows(train_ids)
         _, loss = model(x, y)
         precision.backward(loss)
         precision.step(opt, model.parameters(), clip=1.0)

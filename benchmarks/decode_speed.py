@@ -26,25 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from decode_pretrained import LlamaCpp, transformers_decode
+from decode_pretrained import LlamaCpp, lantern_decode, transformers_decode
 
 from lantern.config import LANTERNConfig
 from lantern.data.corpus import builtin_corpus_text
 from lantern.export.gguf_export import export_gguf
 from lantern.export.hf_export import export_hf
-from lantern.generation.core import generate_stream
-from lantern.generation.settings import GenerationConfig
 from lantern.models.lantern_model import LANTERNModel
 from lantern.tokenizers import CharTokenizer
 
 PROMPT_TOKENS, CONTEXT = 16, 256
-
-
-def lantern_decode(model: LANTERNModel, ids: list[int], batch: int, new: int,
-                   compile: bool) -> None:
-    config = GenerationConfig(temperature=0.0, max_new_tokens=new, compile=compile)
-    count = sum(1 for _ in generate_stream(model, None, [ids] * batch, config))
-    assert count == batch * new, count
 
 
 def no_cache_decode(model: LANTERNModel, ids: list[int], batch: int, new: int) -> None:

@@ -82,6 +82,14 @@ class RefGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def random_windows(train_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nanoGPT's `get_batch`: BATCH random windows of CONTEXT tokens and their next tokens."""
+    ix = torch.randint(len(train_ids) - CONTEXT - 1, (BATCH,))
+    x = torch.stack([train_ids[i : i + CONTEXT] for i in ix])
+    y = torch.stack([train_ids[i + 1 : i + 1 + CONTEXT] for i in ix])
+    return x, y
+
+
 def reference_steps(train_ids: torch.Tensor, vocab: int,
                     steps: int) -> Iterator[tuple[int, RefGPT, float]]:
     """nanoGPT's loop: random windows, AdamW, warmup + cosine, clipping. Yields after each
@@ -96,9 +104,7 @@ def reference_steps(train_ids: torch.Tensor, vocab: int,
         start = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = learning_rate_at(step, LR, MIN_LR, WARMUP, steps)
-        ix = torch.randint(len(train_ids) - CONTEXT - 1, (BATCH,))
-        x = torch.stack([train_ids[i : i + CONTEXT] for i in ix])
-        y = torch.stack([train_ids[i + 1 : i + 1 + CONTEXT] for i in ix])
+        x, y = random_windows(train_ids)
         _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -282,16 +282,15 @@ class CausalSelfAttention(nn.Module):
         (blocked when a window is set); with cached history it goes through `write.mask`."""
         batch, length, _ = x.shape
         q, k, v = self.project(x, rope)
-        if cache is not None and write is not None and write.pending is not None:
-            write.pending[layer] = (k, v)
-            keys, values = (t[layer][:, :, : write.span] for t in (cache.keys, cache.values))
-            y = attend_cached(q, keys, values, k, v, write.mask)
-            return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, -1)))
-        if cache is not None and write is not None:
+        if cache is not None and write is not None and write.pending is None:
             k, v = cache.write(layer, k, v, write)
         mask = write.mask if write is not None else None
         dropout_p = self.dropout if self.training else 0.0
-        if mask is None and self.window is not None and length > self.window:
+        if cache is not None and write is not None and write.pending is not None:
+            write.pending[layer] = (k, v)  # stored after the compiled step (`commit_token`)
+            keys, values = (t[layer][:, :, : write.span] for t in (cache.keys, cache.values))
+            y = attend_cached(q, keys, values, k, v, mask)
+        elif mask is None and self.window is not None and length > self.window:
             y = blocked_window_attention(q, k, v, self.window, self.sink, dropout_p)
         else:
             y = F.scaled_dot_product_attention(
